@@ -1,0 +1,290 @@
+"""Build a synthetic Kaggle-DSB2-layout cine SAX DICOM tree with exact labels and defects.
+
+Layout: OUT/{train,validate,test}/{same}/<id>/study/{sax_N,2ch_N,4ch_N}/IM-<series>-<frame>.dcm,
+ids numbered per split as on Kaggle (train first). OUT/labels.csv holds the ED and ES label of
+every SAX slice, OUT/truth.json the generator parameters and each subject's exact ground truth.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.ndimage import gaussian_filter
+from tqdm import tqdm
+
+from saxlevel.io import write_csv, write_json
+from saxlevel.phantom import anatomy, dicomio, geometry
+
+DEFECTS = ("duplicate", "inconsistent", "noncontiguous", "black")
+# Kaggle DSB2 split sizes (train 1-500, validate 501-700, test 701-1140).
+KAGGLE_SPLITS = (("train", 500), ("validate", 200), ("test", 440))
+
+
+@dataclass(frozen=True)
+class PhantomParams:
+    """Generator parameters (params.yaml ``phantom``)."""
+
+    subjects: int = 100
+    seed: int = 0
+    frames: int = 12
+    defect_rates: dict[str, float] = field(
+        default_factory=lambda: {"duplicate": 0.04, "inconsistent": 0.03, "noncontiguous": 0.03, "black": 0.01}
+    )
+    jobs: int = 2
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad parameter."""
+        if self.subjects < 3:
+            raise ValueError(f"phantom.subjects must be >= 3 (one per Kaggle split), got {self.subjects}")
+        if not 6 <= self.frames <= 90:
+            raise ValueError(f"phantom.frames must be in 6..90 (Kaggle has ~30), got {self.frames}")
+        unknown = set(self.defect_rates) - set(DEFECTS)
+        if unknown:
+            raise ValueError(f"phantom.defect_rates has unknown defects {sorted(unknown)}; known: {DEFECTS}")
+        total = sum(self.defect_rates.values())
+        if any(r < 0 for r in self.defect_rates.values()) or total > 1:
+            raise ValueError(f"phantom.defect_rates must be >= 0 and sum to <= 1, got {self.defect_rates}")
+
+
+def split_of_ids(n: int) -> list[tuple[int, str]]:
+    """Subject ids 1..n and their Kaggle split, in Kaggle proportions (train first)."""
+    total = sum(k for _, k in KAGGLE_SPLITS)
+    counts = [max(1, round(n * k / total)) for _, k in KAGGLE_SPLITS]
+    counts[0] = n - sum(counts[1:])
+    out, sid = [], 1
+    for (name, _), count in zip(KAGGLE_SPLITS, counts):
+        for _ in range(count):
+            out.append((sid, name))
+            sid += 1
+    return out
+
+
+def assign_defects(params: PhantomParams) -> dict[int, list[str]]:
+    """Disjoint sets of subjects per defect, round(rate * subjects) each, chosen by the seed."""
+    rng = np.random.default_rng([params.seed, 7919])
+    order = list(rng.permutation(np.arange(1, params.subjects + 1)))
+    out: dict[int, list[str]] = {}
+    for name in DEFECTS:
+        for _ in range(round(params.defect_rates.get(name, 0.0) * params.subjects)):
+            out[int(order.pop())] = [name]
+    return out
+
+
+def _choice(rng: np.random.Generator, options: list, p: list[float]):
+    return options[int(rng.choice(len(options), p=p))]
+
+
+def frame_phase(frame: int, ed: int, es: int, frames: int) -> float:
+    """Contraction phi in [0, 1] of a 1-based frame: 0 at ED, 1 at ES, smooth (cosine) in between."""
+    c = ((frame - ed) % frames) / frames
+    t_es = ((es - ed) % frames) / frames
+    if c <= t_es:
+        return float(0.5 * (1 - np.cos(np.pi * c / t_es)))
+    return float(0.5 * (1 + np.cos(np.pi * (c - t_es) / (1 - t_es))))
+
+
+def _image(heart, phi, plane, lv, thickness, look, rng) -> np.ndarray:
+    """Render one 12-bit magnitude image: partial volume over the slice thickness, coil bias, Rician noise."""
+    acc = np.zeros((plane.rows, plane.cols))
+    for t in (-thickness / 3, 0.0, thickness / 3):
+        u, v, z = plane.lv_coords(lv, t)
+        acc += anatomy.render(heart, phi, u, v, z)
+    img = gaussian_filter(acc / 3.0, sigma=0.7 * 1.4 / plane.spacing)
+    u, v, _ = plane.lv_coords(lv)
+    bias = 1.0 + look["bias"] * np.clip(v / 150.0, -1, 1) + 0.12 * np.sin(u / 70.0 + look["bias_phase"])
+    sig = img * bias * look["myo_level"]
+    noise = look["noise"] * look["myo_level"]
+    mag = np.hypot(sig + rng.normal(0, noise, sig.shape), rng.normal(0, noise, sig.shape))
+    return np.clip(np.round(mag), 0, 4095).astype(np.uint16)
+
+
+def plan_subject(sid: int, defects: list[str], params: PhantomParams) -> dict:
+    """Draw everything random about one subject except image noise (anatomy, geometry, numbering)."""
+    rng = np.random.default_rng([params.seed, sid])
+    heart = anatomy.sample_heart(rng)
+    lv, normal = geometry.sample_frame(rng)
+    F = params.frames
+    ed = (int(rng.integers(-2, 3)) % F) + 1  # ED at frame 1 +/- 2
+    es = ((ed - 1 + round(rng.uniform(0.30, 0.40) * F)) % F) + 1  # ES at 30-40 % of the cycle
+    step = _choice(rng, [10.0, float(rng.uniform(8, 9)), float(rng.uniform(5, 6))], [0.92, 0.06, 0.02])
+    thickness = min(float(rng.uniform(6, 8)), step + 1)
+    spacing = float(rng.uniform(1.25, 1.65)) if rng.random() < 0.85 else float(rng.uniform(0.6, 2.0))
+    rows, cols = _choice(rng, [(256, 192), (192, 256), (256, 256), (256, 216), (224, 256)], [0.45, 0.35, 0.08, 0.06, 0.06])
+    fov = max(rows, cols) * spacing
+    if fov < 230:  # keep the heart in view at fine pixel spacing: grow the matrix instead
+        scale = 230 / fov
+        rows, cols = int(rows * scale) // 2 * 2, int(cols * scale) // 2 * 2
+    row, col = geometry.sax_orientation(rng, normal)
+    cos_t = float(np.dot(lv.d, normal))
+
+    # Stack extent from below the apex to above the base (sets the class balance, Table 3).
+    ed_state = anatomy.heart_state(heart, 0.0)
+    first = ed_state.apex_z - rng.uniform(2.0, 20.0)
+    last = ed_state.base_z + rng.uniform(10.0, 30.0)
+    n = int(np.clip(np.floor((last - first) / step) + 1, 8, 25))
+    # Slice k crosses the LV axis at height z_k; positions along the stack normal step exactly.
+    z_axis = [(first + k * step) for k in range(n)]
+    shift = (float(rng.uniform(-25, 25)), float(rng.uniform(-25, 25)))
+    planes = [
+        geometry.plane_through(lv.origin + z / cos_t * lv.d, row, col, spacing, rows, cols, shift)
+        for z in z_axis
+    ]
+
+    look = {
+        "myo_level": float(rng.uniform(160, 300)),
+        "noise": float(rng.uniform(0.06, 0.16)),
+        "bias": float(rng.uniform(0.15, 0.45)),
+        "bias_phase": float(rng.uniform(0, 2 * np.pi)),
+    }
+    descending = rng.random() < 0.3  # folder numbers run base -> apex in some studies
+    counter = int(rng.integers(2, 60))
+    la_first = rng.random() < 0.6
+    numbers: dict[str, int] = {}
+    if la_first:
+        numbers["2ch"], numbers["4ch"] = counter, counter + 1
+        counter += 2 + int(rng.integers(0, 4))
+    sax_numbers = [counter + k for k in range(n)]
+    if descending:
+        sax_numbers = sax_numbers[::-1]
+    counter += n + int(rng.integers(0, 3))
+    if not la_first:
+        numbers["2ch"], numbers["4ch"] = counter, counter + 1
+
+    patient = dicomio.Patient(
+        patient_id=str(sid),
+        age=f"{int(rng.integers(18, 88)):03d}Y",
+        sex="M" if rng.random() < 0.6 else "F",
+        rr_ms=float(rng.uniform(700, 1100)),
+        study_uid=dicomio.uid(params.seed, sid, "study"),
+        frame_uid=dicomio.uid(params.seed, sid, "frame"),
+    )
+    sl_sign = _choice(rng, [1.0, -1.0], [0.6, 0.4])
+    sl_offset = float(rng.uniform(-80, 80))
+    black = "black" in defects
+
+    # Defect details (paper exclusion rules 1-3), chosen per subject.
+    dup_k = int(rng.integers(1, n - 1)) if "duplicate" in defects else -1
+    dup_second_series = rng.random() < 0.5
+    short_k = int(rng.integers(0, n)) if "inconsistent" in defects else -1
+    short_frames = F - int(rng.integers(2, max(3, F // 3)))
+    missing_k = int(rng.integers(1, n - 1)) if "noncontiguous" in defects else -1
+
+    labels = [
+        {"subject": sid, "series": f"sax_{sax_numbers[k]}", "frame": frame,
+         "label": anatomy.slice_label(heart, phi, z_axis[k])}
+        for k in range(n) for frame, phi in ((ed, 0.0), (es, 1.0))
+    ]
+    return {k: v for k, v in locals().items() if k not in ("rng", "params", "sid")}
+
+
+def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path) -> dict:
+    """Write one subject's study folder; return its truth entry and labels."""
+    p = plan_subject(sid, defects, params)
+    heart, lv, planes, look, patient = p["heart"], p["lv"], p["planes"], p["look"], p["patient"]
+    ed, es, F, n, thickness, spacing = p["ed"], p["es"], params.frames, p["n"], p["thickness"], p["spacing"]
+    sax_numbers, numbers, black = p["sax_numbers"], p["numbers"], p["black"]
+    dup_k, dup_second_series, short_k = p["dup_k"], p["dup_second_series"], p["short_k"]
+    short_frames, missing_k, rows, cols = p["short_frames"], p["missing_k"], p["rows"], p["cols"]
+    sl_sign, sl_offset = p["sl_sign"], p["sl_offset"]
+    rng = np.random.default_rng([params.seed, sid, 1])  # image noise only
+    study = out / split / split / str(sid) / "study"
+    apex_to_base = [f"sax_{x}" for x in sax_numbers]
+    for k in range(n):
+        name = apex_to_base[k]
+        if k == missing_k:
+            continue
+        folder = study / name
+        frames = range(1, (short_frames if k == short_k else F) + 1)
+        for frame in frames:
+            phi = frame_phase(frame, ed, es, F)
+            img = _image(heart, phi, planes[k], lv, thickness, look, rng)
+            if black:
+                img[:] = 0
+            common = dict(plane=planes[k], frame=frame, frames=F, thickness=thickness,
+                          slice_location=sl_sign * (float(planes[k].ipp @ planes[k].normal) - sl_offset),
+                          description="sax")
+            series = sax_numbers[k]
+            if k == dup_k and not dup_second_series:
+                # Repeated acquisition at the same place: IM-<series>-<frame>-<k>.dcm
+                for rep in (1, 2):
+                    rimg = img if rep == 2 else _image(heart, phi, planes[k], lv, thickness, look, rng)
+                    dicomio.write_image(folder / f"IM-{series:04d}-{frame:04d}-{rep:04d}.dcm", patient,
+                                        rimg, series=series, acquisition=rep, **common)
+            else:
+                dicomio.write_image(folder / f"IM-{series:04d}-{frame:04d}.dcm", patient, img,
+                                    series=series, acquisition=1, **common)
+                if k == dup_k:
+                    # A second series stored in the same folder (same slice, same frames).
+                    s2 = 100 + series
+                    rimg = _image(heart, phi, planes[k], lv, thickness, look, rng)
+                    dicomio.write_image(folder / f"IM-{s2:04d}-{frame:04d}.dcm", patient, rimg,
+                                        series=s2, acquisition=2, **common)
+
+    # Long-axis distractors (2ch, 4ch): the pipeline must ignore them.
+    mid = lv.origin - 0.45 * heart.cavity_length * lv.d
+    for kind, inplane in (("2ch", lv.e2), ("4ch", lv.e1)):
+        plane = geometry.plane_through(mid, inplane, -lv.d, spacing, rows, cols)
+        for frame in range(1, F + 1):
+            img = _image(heart, frame_phase(frame, ed, es, F), plane, lv, thickness, look, rng)
+            if black:
+                img[:] = 0
+            dicomio.write_image(
+                study / f"{kind}_{numbers[kind]}" / f"IM-{numbers[kind]:04d}-{frame:04d}.dcm", patient, img,
+                plane=plane, frame=frame, frames=F, thickness=thickness, series=numbers[kind], acquisition=1,
+                slice_location=float(plane.ipp @ plane.normal), description=kind,
+            )
+
+    truth = {
+        "split": split,
+        "ed_frame": ed,
+        "es_frame": es,
+        "apex_to_base": apex_to_base if missing_k < 0 else [s for k, s in enumerate(apex_to_base) if k != missing_k],
+        "defects": defects,
+        "edv_ml": round(anatomy.cavity_volume_ml(heart, 0.0), 2),
+        "esv_ml": round(anatomy.cavity_volume_ml(heart, 1.0), 2),
+        "slice_step_mm": round(p["step"], 3),
+        "transposed": bool(np.dot(np.cross(planes[0].row, planes[0].col), lv.d) < 0),
+    }
+    return {"sid": sid, "truth": truth, "labels": p["labels"]}
+
+
+def _make_subject_star(args: tuple) -> dict:
+    return make_subject(*args)
+
+
+def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) -> dict:
+    """Build the whole phantom tree at ``out`` (written to a temp folder, then renamed)."""
+    params.validate()
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    defects = assign_defects(params)
+    tasks = [(sid, split, defects.get(sid, []), params, tmp) for sid, split in split_of_ids(params.subjects)]
+    jobs = max(1, min(params.jobs, os.cpu_count() or 1))
+    if jobs == 1:
+        results = [make_subject(*t) for t in tqdm(tasks, desc="phantom", unit="subject", disable=not progress)]
+    else:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(tqdm(pool.map(_make_subject_star, tasks), total=len(tasks), desc="phantom",
+                                unit="subject", disable=not progress))
+    results.sort(key=lambda r: r["sid"])
+    truth = {"params": asdict(params) | {"jobs": None}, "subjects": {str(r["sid"]): r["truth"] for r in results}}
+    truth["params"].pop("jobs")
+    write_json(tmp / "truth.json", truth)
+    write_csv(tmp / "labels.csv", pd.DataFrame([row for r in results for row in r["labels"]]))
+    for split in ("train", "validate"):
+        vols = [{"Id": r["sid"], "Systole": r["truth"]["esv_ml"], "Diastole": r["truth"]["edv_ml"]}
+                for r in results if r["truth"]["split"] == split]
+        write_csv(tmp / f"{split}.csv", pd.DataFrame(vols, columns=["Id", "Systole", "Diastole"]))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return truth
