@@ -1,0 +1,98 @@
+"""Subject-wise train/validation/test split and the join with slice labels (paper Tables 1-3)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from saxlevel import CLASSES
+
+SPLIT_NAMES = ("train", "val", "test")
+# Paper Table 1: 576 / 214 / 184 of 974 subjects.
+PAPER_RATIOS = (576, 214, 184)
+KEY = ["subject", "series", "frame"]
+
+
+class LabelError(ValueError):
+    """The labels file does not cover the images, or holds unknown class names."""
+
+
+def assign_splits(subjects: list[int], ratios: tuple[float, ...], seed: int) -> dict[int, str]:
+    """Shuffle subjects (seeded) and cut by ratios (largest remainder); every split gets >= 1 subject."""
+    if len(ratios) != 3 or min(ratios) <= 0:
+        raise ValueError(f"split.ratios must be three positive numbers (train, val, test), got {list(ratios)}")
+    subjects = sorted(subjects)
+    n = len(subjects)
+    if n < 3:
+        raise ValueError(f"need at least 3 subjects to split, got {n}")
+    share = np.asarray(ratios, dtype=float) / sum(ratios) * n
+    counts = np.floor(share).astype(int)
+    for i in np.argsort(-(share - counts))[: n - counts.sum()]:
+        counts[i] += 1
+    for i in range(3):  # never leave a split empty
+        if counts[i] == 0:
+            counts[i] = 1
+            counts[int(np.argmax(counts))] -= 1
+    order = np.random.default_rng(seed).permutation(subjects)
+    names = np.repeat(SPLIT_NAMES, counts)
+    return {int(s): str(name) for s, name in zip(order, names)}
+
+
+def read_labels(path) -> pd.DataFrame:
+    """Read a labels CSV (subject,series,frame,label[,labeled_by,labeled_at]) and check class names."""
+    labels = pd.read_csv(path)
+    missing = [c for c in ["subject", "series", "frame", "label"] if c not in labels.columns]
+    if missing:
+        raise LabelError(f"{path}: missing column(s) {missing}; expected subject,series,frame,label")
+    bad = sorted(set(labels.label.astype(str)) - set(CLASSES))
+    if bad:
+        raise LabelError(f"{path}: unknown class name(s) {bad}; allowed: {', '.join(CLASSES)}")
+    if labels.duplicated(KEY).any():
+        dup = labels[labels.duplicated(KEY, keep=False)].head(3).to_dict("records")
+        raise LabelError(f"{path}: {int(labels.duplicated(KEY).sum())} images labelled twice, e.g. {dup}")
+    return labels
+
+
+def join_labels(images: pd.DataFrame, labels: pd.DataFrame, labels_path: str = "labels") -> pd.DataFrame:
+    """Every image gets its label; missing labels are an error, surplus labels a warning."""
+    merged = images.merge(labels[KEY + ["label"]], on=KEY, how="left", validate="one_to_one")
+    missing = merged[merged.label.isna()]
+    if len(missing):
+        examples = "; ".join(f"subject {r.subject} {r.series} frame {r.frame}" for r in missing.head(5).itertuples())
+        raise LabelError(
+            f"{len(missing)} of {len(merged)} images have no label in {labels_path} (e.g. {examples}). "
+            f"Label them with `saxlevel label --index data/png/index.csv --labels {labels_path}`, "
+            "or point data.labels at a complete labels file."
+        )
+    keys = set(map(tuple, images[KEY].to_numpy().tolist()))
+    extra = labels[[tuple(k) not in keys for k in labels[KEY].to_numpy().tolist()]]
+    if len(extra):
+        known = extra.subject.isin(images.subject)
+        warnings.warn(
+            f"{len(extra)} labels in {labels_path} match no image ({int((~known).sum())} of subjects excluded "
+            f"upstream or absent, {int(known.sum())} of other frames/series of kept subjects); they are ignored",
+            stacklevel=2,
+        )
+    return merged
+
+
+def tables(data: pd.DataFrame) -> dict:
+    """Paper Tables 1-3: subjects, images and stacks per split; images per class per split."""
+    out: dict = {"table1_subjects": {}, "table2_images": {}, "table2_stacks": {}, "table3_classes": {}}
+    total_sub = data.subject.nunique()
+    total_img = len(data)
+    total_stk = data.groupby(["subject", "phase"]).ngroups
+    for name in SPLIT_NAMES + ("total",):
+        part = data if name == "total" else data[data.split == name]
+        n_sub, n_img, n_stk = part.subject.nunique(), len(part), part.groupby(["subject", "phase"]).ngroups
+        out["table1_subjects"][name] = {"count": n_sub, "percent": round(100 * n_sub / max(total_sub, 1), 1)}
+        out["table2_images"][name] = {"count": n_img, "percent": round(100 * n_img / max(total_img, 1), 1)}
+        out["table2_stacks"][name] = {"count": n_stk, "percent": round(100 * n_stk / max(total_stk, 1), 1)}
+        counts = part.label.value_counts()
+        out["table3_classes"][name] = {
+            c: {"count": int(counts.get(c, 0)), "percent": round(100 * counts.get(c, 0) / max(n_img, 1), 1)}
+            for c in CLASSES
+        }
+    return out
