@@ -120,34 +120,37 @@ def _is_sax_description(desc: str) -> bool:
 
 
 def index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[dict], int]:
-    """(kept image rows, exclusion/repair records, files read) for one subject."""
-    sid = study.subject
+    """(kept image rows, exclusion/repair records, files read) for one Kaggle-layout subject."""
+    folders = sorted((p for p in study.path.iterdir() if p.is_dir() and SAX_FOLDER.match(p.name)),
+                     key=lambda p: int(SAX_FOLDER.match(p.name).group(1)))
+    if not folders:
+        return [], [{"subject": study.subject, "rule": "no_sax", "detail": f"no sax_N series folder in {study.path}",
+                     "action": "excluded"}], 0
+    entries = [(folder.name, int(SAX_FOLDER.match(folder.name).group(1)), f)
+               for folder in folders for f in sorted(folder.glob("*.dcm"))]
+    return index_entries(study.subject, study.split, entries, policy)
+
+
+def index_entries(sid: int, split: str, entries: list[tuple[str, int, Path]],
+                  policy: str = "paper") -> tuple[list[dict], list[dict], int]:
+    """Apply the exclusion rules and apex->base ordering to (series name, slice index N, file) entries."""
     problems: list[dict] = []
 
     def problem(rule: str, detail: str, action: str = "excluded") -> None:
         problems.append({"subject": sid, "rule": rule, "detail": detail, "action": action})
 
     rows: list[dict] = []
-    n_files = 0
-    folders = sorted((p for p in study.path.iterdir() if p.is_dir() and SAX_FOLDER.match(p.name)),
-                     key=lambda p: int(SAX_FOLDER.match(p.name).group(1)))
-    if not folders:
-        problem("no_sax", f"no sax_N series folder in {study.path}")
-        return [], problems, 0
-    for folder in folders:
-        n = int(SAX_FOLDER.match(folder.name).group(1))
-        for f in sorted(folder.glob("*.dcm")):
-            n_files += 1
-            try:
-                h = read_header(f)
-            except ValueError as exc:
-                problem("unreadable", str(exc))
-                continue
-            if not _is_sax_description(h["description"]):
-                problem("not_sax", f"{f}: folder {folder.name} but SeriesDescription {h['description']!r}")
-                continue
-            rows.append({"subject": sid, "split": study.split, "series": folder.name, "slice": n,
-                         "path": str(f), **h})
+    for series, n, f in entries:
+        try:
+            h = read_header(f)
+        except ValueError as exc:
+            problem("unreadable", str(exc))
+            continue
+        if not _is_sax_description(h["description"]):
+            problem("not_sax", f"{f}: series {series} but SeriesDescription {h['description']!r}")
+            continue
+        rows.append({"subject": sid, "split": split, "series": series, "slice": n, "path": str(f), **h})
+    n_files = len(entries)
     if not rows or any(p["rule"] in ("unreadable", "not_sax") for p in problems):
         return [], problems, n_files
 

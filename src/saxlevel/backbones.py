@@ -1,0 +1,135 @@
+"""Frozen ImageNet CNN backbones from keras.applications (paper section 2.3, Table 4).
+
+Each backbone is used without its classifier (include_top=False) with global average pooling, so
+one image gives one feature vector (Table 4: 1024 / 1280 / 1056 / 2048 features). Inputs are the
+grayscale PNG replicated to three channels as 0-255 values, then the backbone's own
+preprocess_input (EfficientNet rescales inside the network and takes raw 0-255).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    constructor: str  # keras.applications attribute
+    module: str  # keras.applications submodule holding preprocess_input
+    features: int  # after global average pooling (Table 4)
+    dense_batch: int  # Table 4 batch size for the CNN (dense) model
+    top1: float  # ImageNet top-1 accuracy quoted in Table 4 / the Keras documentation
+
+
+SPECS: dict[str, BackboneSpec] = {
+    "mobilenet": BackboneSpec("mobilenet", "MobileNet", "mobilenet", 1024, 32, 0.706),
+    "efficientnetb0": BackboneSpec("efficientnetb0", "EfficientNetB0", "efficientnet", 1280, 32, 0.771),
+    "nasnetmobile": BackboneSpec("nasnetmobile", "NASNetMobile", "nasnet", 1056, 32, 0.744),
+    "resnet50v2": BackboneSpec("resnet50v2", "ResNet50V2", "resnet_v2", 2048, 16, 0.760),
+}
+RNN_BATCH = 2  # Table 4: 2 stacks per batch for every CNN-RNN model
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights are not cached and cannot be downloaded."""
+
+
+def spec(name: str) -> BackboneSpec:
+    if name not in SPECS:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(SPECS)}")
+    return SPECS[name]
+
+
+def preprocess_fn(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The backbone's own keras.applications preprocess_input."""
+    import keras
+
+    module = getattr(keras.applications, spec(name).module)
+    return module.preprocess_input
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras caches downloaded weights ($KERAS_HOME/models, default ~/.keras/models)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def build(name: str, image_size: int, weights: str):
+    """A frozen feature extractor: keras.applications model, include_top=False, pooling='avg'.
+
+    ``weights``: 'imagenet' (Keras cache or download), 'none' (random init) or a weights file path.
+    """
+    import keras
+
+    s = spec(name)
+    if weights == "none":
+        kw_weights = None
+    elif weights == "imagenet":
+        kw_weights = "imagenet"
+        if name == "nasnetmobile" and image_size != 224:
+            raise ValueError("NASNetMobile's ImageNet weights need features.image_size: 224")
+    else:
+        if not Path(weights).exists():
+            raise FileNotFoundError(f"features.weights: weights file {weights} not found "
+                                    "(use 'imagenet', 'none' or an existing .h5/.weights.h5 path)")
+        kw_weights = str(weights)
+    ctor = getattr(keras.applications, s.constructor)
+    try:
+        model = ctor(include_top=False, weights=kw_weights, input_shape=(image_size, image_size, 3), pooling="avg")
+    except Exception as exc:  # Keras wraps download failures in a plain Exception
+        msg = str(exc)
+        if weights == "imagenet" and ("fetch failure" in msg or "URL" in msg or "urlopen" in msg.lower()):
+            url = re.search(r"https?://\S+?\.h5", msg)
+            fname = url.group(0).rsplit("/", 1)[-1] if url else f"the {s.constructor} no-top .h5 file"
+            raise WeightsUnavailable(
+                f"ImageNet weights for {s.constructor} are not cached and could not be downloaded "
+                f"({msg.splitlines()[0][:200]}). Put {fname} into {keras_cache_dir()} "
+                f"(download it on a machine with internet from {url.group(0) if url else 'the Keras applications release'}), "
+                "or set features.weights: none (random backbone, offline) in params.yaml."
+            ) from None
+        raise
+    model.trainable = False
+    return model
+
+
+def to_backbone_input(gray: np.ndarray, name: str) -> np.ndarray:
+    """(N, H, W) uint8 grayscale -> (N, H, W, 3) float32 after the backbone's preprocess_input."""
+    x = np.repeat(gray[..., None].astype(np.float32), 3, axis=-1)
+    return np.asarray(preprocess_fn(name)(x), dtype=np.float32)
+
+
+def estimate_batchnorm(model, batch: np.ndarray) -> int:
+    """Set every BatchNorm layer's moving statistics to those of ``batch`` (preprocessed images).
+
+    A randomly initialised network (features.weights: none) has BatchNorm moving mean 0 and
+    variance 1, which do not match its activations; random MobileNet then outputs (nearly)
+    constant features. One forward pass in training mode with momentum 0 replaces the moving
+    statistics, layer by layer, by the statistics of real training images.
+    """
+    import keras
+
+    bns = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in bns]
+    was_trainable = model.trainable
+    model.trainable = True  # a frozen BatchNorm layer ignores training=True in Keras 3
+    for layer in bns:
+        layer.momentum = 0.0
+    model(batch, training=True)
+    for layer, m in zip(bns, saved):
+        layer.momentum = m
+    model.trainable = was_trainable
+    return len(bns)
+
+
+def _all_layers(model) -> list:
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out.extend(_all_layers(layer))
+    return out

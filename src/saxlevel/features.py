@@ -1,0 +1,53 @@
+"""Feature cache: one frozen-backbone feature vector per PNG image (computed once per backbone)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from saxlevel import backbones
+from saxlevel.images import load_png
+
+
+def square_resize(gray: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad a (H, W) image to a centred square, then resize to size x size (bilinear).
+
+    Padding keeps the anatomy's aspect ratio for portrait and landscape acquisitions alike.
+    """
+    h, w = gray.shape
+    side = max(h, w)
+    canvas = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[top:top + h, left:left + w] = gray
+    return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BILINEAR))
+
+
+def load_images(paths: Sequence[str], size: int) -> np.ndarray:
+    """(N, size, size) uint8 images from PNG paths."""
+    return np.stack([square_resize(load_png(p), size) for p in paths]) if len(paths) else np.zeros((0, size, size), np.uint8)
+
+
+def extract(model, name: str, paths: Sequence[str], size: int, batch_size: int = 32,
+            progress: bool = True) -> tuple[np.ndarray, float]:
+    """(features (N, dims) float32, images per second) for the images at ``paths``."""
+    out = []
+    t0 = time.perf_counter()
+    for start in tqdm(range(0, len(paths), batch_size), desc=f"extract {name}", unit="batch", disable=not progress):
+        x = backbones.to_backbone_input(load_images(paths[start:start + batch_size], size), name)
+        out.append(np.asarray(model(x, training=False), dtype=np.float32))
+    seconds = time.perf_counter() - t0
+    feats = np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+    return feats, len(paths) / max(seconds, 1e-9)
+
+
+def prepare_backbone(name: str, size: int, weights: str, bn_paths: Sequence[str]):
+    """Build the frozen backbone; with random weights, estimate BatchNorm statistics on bn_paths."""
+    model = backbones.build(name, size, weights)
+    n_bn = 0
+    if weights == "none" and len(bn_paths):
+        n_bn = backbones.estimate_batchnorm(model, backbones.to_backbone_input(load_images(bn_paths, size), name))
+    return model, n_bn

@@ -1,0 +1,41 @@
+"""Classifier heads on cached backbone features (paper section 2.3).
+
+dense: FC256-ReLU-Dropout(0.5)-FC5-softmax per image (the "CNN" rows of Table 5).
+lstm2 / gru2: two stacked 128-unit layers; bilstm / bigru: one bidirectional 128-unit layer
+(the "CNN-RNN" rows). RNN heads are many-to-many over a stack ordered apex->base, padded to
+max_slices with zero vectors that a Masking layer hides; softmax per slice.
+"""
+
+from __future__ import annotations
+
+from saxlevel import CLASSES
+
+RNN_HEADS = ("lstm2", "bilstm", "gru2", "bigru")
+HEADS = ("dense",) + RNN_HEADS
+UNITS = 128
+
+
+def build_head(head: str, dims: int):
+    """An uncompiled Keras model for one head (RNN heads take stacks of any length, zero-padded)."""
+    import keras
+    from keras import layers
+
+    n = len(CLASSES)
+    if head == "dense":
+        inp = keras.Input((dims,), name="features")
+        x = layers.Dense(256, activation="relu")(inp)
+        x = layers.Dropout(0.5)(x)
+        out = layers.Dense(n, activation="softmax", name="level")(x)
+        return keras.Model(inp, out, name="dense")
+    if head not in RNN_HEADS:
+        raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
+    inp = keras.Input((None, dims), name="stack")
+    x = layers.Masking(mask_value=0.0)(inp)
+    cell = layers.LSTM if "lstm" in head else layers.GRU
+    if head.startswith("bi"):
+        x = layers.Bidirectional(cell(UNITS, return_sequences=True))(x)
+    else:
+        x = cell(UNITS, return_sequences=True)(x)
+        x = cell(UNITS, return_sequences=True)(x)
+    out = layers.Dense(n, activation="softmax", name="level")(x)
+    return keras.Model(inp, out, name=head)

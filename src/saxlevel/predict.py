@@ -1,0 +1,168 @@
+"""Run a trained model on one new subject's DICOM folder and return the level of every slice.
+
+The images go through exactly the training path: the filter_dicom indexer (its defect rules become
+warnings, repaired as with filter.policy repair, or errors when nothing usable is left), the
+geometric apex->base order, the ED/ES detection of to_png, percentile windowing to 8 bits, the
+square resize and preprocess_input of the backbone, the saved frozen backbone, then the head.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from saxlevel import CLASSES, backbones, decode, dicom, features, images
+
+
+class PredictError(ValueError):
+    """The folder or the model cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    info: dict
+    head: object
+    backbone: object
+
+
+def model_info(path: str | Path) -> dict:
+    """The saxlevel.json that train stores inside a .keras model file."""
+    path = Path(path)
+    if not path.exists():
+        raise PredictError(f"model {path} not found: train it with `dvc repro` or pass --model")
+    try:
+        with zipfile.ZipFile(path) as z:
+            return json.loads(z.read("saxlevel.json"))
+    except (KeyError, zipfile.BadZipFile):
+        raise PredictError(f"{path} is not a saxlevel model (no saxlevel.json inside)") from None
+
+
+def load_model(path: str | Path, backbone_model: str | Path | None = None) -> LoadedModel:
+    """Load head and frozen backbone (the extractor saved by extract, BatchNorm statistics included)."""
+    import keras
+
+    info = model_info(path)
+    if info.get("classes") != list(CLASSES):
+        raise PredictError(f"{path} was trained with classes {info.get('classes')}, expected {list(CLASSES)}")
+    candidates = [Path(backbone_model)] if backbone_model else [
+        Path(info["feature_extractor"]), Path(path).parent.parent / info["feature_extractor"]]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        raise PredictError(f"frozen backbone {info['feature_extractor']} not found (made by `dvc repro "
+                           f"extract@{info['backbone']}`); pass --backbone-model PATH")
+    return LoadedModel(info, keras.models.load_model(path), keras.models.load_model(found))
+
+
+def find_entries(folder: str | Path) -> tuple[int, list[tuple[str, int, Path]]]:
+    """(subject id, (series, slice index, file) entries) for a Kaggle study or a flat folder of DICOMs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PredictError(f"{folder} is not a folder of DICOM files")
+    study = folder / "study" if (folder / "study").is_dir() else folder
+    sid = int(folder.name) if folder.name.isdigit() else (int(study.parent.name) if study.parent.name.isdigit() else 0)
+    sax = sorted((p for p in study.iterdir() if p.is_dir() and dicom.SAX_FOLDER.match(p.name)),
+                 key=lambda p: int(dicom.SAX_FOLDER.match(p.name).group(1)))
+    if sax:
+        return sid, [(p.name, int(dicom.SAX_FOLDER.match(p.name).group(1)), f)
+                     for p in sax for f in sorted(p.glob("*.dcm"))]
+    files = sorted(f for f in study.rglob("*") if f.is_file() and (f.suffix.lower() == ".dcm" or "." not in f.name))
+    if not files:
+        raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout) or DICOM files")
+    # A flat folder: one slice per distinct position along the stack normal (1 mm bins), long-axis dropped.
+    heads, bad = [], []
+    for f in files:
+        try:
+            heads.append((f, dicom.read_header(f)))
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise PredictError(f"{len(bad)} unusable file(s) in {folder}: {bad[0]}")
+    sax = [(f, h) for f, h in heads if dicom._is_sax_description(h["description"])]
+    if not sax:
+        raise PredictError(f"no SAX images in {folder} (all series are long-axis by SeriesDescription)")
+    n0 = dicom.oriented_normal(sax[0][1]["normal"])
+    pos = np.array([round(float(h["ipp"] @ n0)) for _, h in sax])
+    ranks = {p: i for i, p in enumerate(sorted(set(pos)))}
+    return sid, [(f"slice_{ranks[p]}", ranks[p], f) for (f, _), p in zip(sax, pos)]
+
+
+def index_folder(folder: str | Path) -> pd.DataFrame:
+    """The subject's image index (apex->base order); defects are repaired with a warning each."""
+    sid, entries = find_entries(folder)
+    rows, problems, _ = dicom.index_entries(sid, "predict", entries, policy="repair")
+    for p in problems:
+        if p["action"] == "repaired":
+            warnings.warn(f"{p['rule']}: {p['detail']}", stacklevel=2)
+    fatal = [p for p in problems if p["action"] == "excluded"]
+    if fatal:
+        raise PredictError("; ".join(f"{p['rule']}: {p['detail']}" for p in fatal[:3]))
+    if not rows:
+        raise PredictError(f"no usable SAX images in {folder}")
+    return pd.DataFrame(rows)
+
+
+def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es", how: str = "argmax",
+                   pct: tuple[float, float] = (2.0, 98.0)) -> pd.DataFrame:
+    """One row per (frame, slice): phase, frame, series, order, position_mm, level and the five probabilities."""
+    from saxlevel.heads import RNN_HEADS
+
+    index = index_folder(folder)
+    if frames == "ed-es":
+        chosen = images.choose_frames(index, "auto", "auto")
+        wanted = [("ED", chosen["ED"]), ("ES", chosen["ES"])]
+    elif frames == "all":
+        wanted = [(f"F{f}", int(f)) for f in sorted(index.frame.unique())]
+    else:
+        raise PredictError(f"--frames must be ed-es or all, got {frames!r}")
+    info = model.info
+    rows = []
+    for phase, frame in wanted:
+        stack = index[index.frame == frame].sort_values("order")
+        gray = np.stack([features.square_resize(images.window(images.read_pixels(p), *pct), info["image_size"])
+                         for p in stack.path])
+        feats = np.asarray(model.backbone(backbones.to_backbone_input(gray, info["backbone"]), training=False))
+        if info["head"] in RNN_HEADS:
+            probs = np.asarray(model.head.predict(feats[None], verbose=0))[0]
+        else:
+            probs = np.asarray(model.head.predict(feats, verbose=0))
+        levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
+        for k, r in enumerate(stack.itertuples()):
+            rows.append({"subject": r.subject, "phase": phase, "frame": frame, "series": r.series,
+                         "order": int(r.order), "position_mm": round(float(r.position_mm), 2),
+                         "level": CLASSES[levels[k]], **{f"p_{c}": round(float(probs[k, i]), 6)
+                                                         for i, c in enumerate(CLASSES)}, "path": r.path})
+    return pd.DataFrame(rows)
+
+
+def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str = "ed-es", how: str = "argmax",
+        backbone_model: str | Path | None = None) -> tuple[pd.DataFrame, float]:
+    """Load, predict, write OUT/levels.csv and a Figure-3-style PNG per stack; (table, seconds per subject)."""
+    from saxlevel import figures, io
+
+    model = load_model(model_path, backbone_model)
+    t0 = time.perf_counter()
+    table = predict_folder(folder, model, frames, how)
+    seconds = time.perf_counter() - t0
+    out = Path(out)
+    io.write_csv(out / "levels.csv", table.drop(columns="path"))
+    name = f"{model.info['backbone']}-{model.info['head']}"
+    for phase, stack in table.groupby("phase", sort=False):
+        panel = stack.assign(true=stack.level, pred=stack.level,
+                             path=[_png_of(p, out / "images") for p in stack.path])
+        figures.stack_panels(panel, f"subject {stack.subject.iloc[0]} {phase} (frame {stack.frame.iloc[0]}), "
+                             f"{name} ({how})", out / f"levels_{phase}.png", show_truth=False)
+    return table, seconds
+
+
+def _png_of(dicom_path: str, folder: Path) -> str:
+    """A windowed 8-bit PNG copy of one DICOM image (for the panel figure)."""
+    target = folder / (Path(dicom_path).parent.name + "_" + Path(dicom_path).stem + ".png")
+    images.save_png(target, images.window(images.read_pixels(dicom_path)))
+    return str(target)

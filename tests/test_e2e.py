@@ -1,0 +1,109 @@
+"""One tiny end-to-end `dvc repro` (and `dvc exp run -S head=...`) in a temporary copy of the repo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+TINY = {
+    "phantom": {"subjects": 10, "frames": 6, "defect_rates": {"duplicate": 0.1}},
+    "features": {"image_size": 32, "bn_images": 8},
+    "grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"]},
+    "head": "bigru",
+    "train": {"epochs": 2},
+    "evaluate": {"bootstrap": 20, "figure3_subjects": 1},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        base[k] = _merge(dict(base.get(k, {})), v) if isinstance(v, dict) and k != "defect_rates" else v
+    return base
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    r = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.mark.e2e
+def test_dvc_repro_tiny(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("metrics/", "plots/")) and rel != "dvc.lock":
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    params = _merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO / "src"))
+    dvc = [sys.executable, "-m", "dvc"]
+    _run(["git", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "tiny"], repo, env)
+    _run(dvc + ["repro"], repo, env)
+
+    table5 = json.loads((repo / "metrics/table5.json").read_text())
+    assert set(table5["models"]) == {"mobilenet-dense", "mobilenet-bigru"}
+    t = table5["models"]["mobilenet-bigru"]["decode"]["argmax"]["test"]
+    assert 0 <= t["accuracy"] <= 1 and len(t["confusion"]) == 5 and "ci95" in t
+    assert "ordered" in table5["models"]["mobilenet-bigru"]["decode"]
+    head = json.loads((repo / "metrics/metrics.json").read_text())
+    assert head["model"] == "mobilenet-bigru" and {"accuracy", "sotd", "f1_oap", "f1_obs"} <= set(head)
+    filt = json.loads((repo / "metrics/filter.json").read_text())
+    assert filt["excluded_by_rule"]["duplicate"] == 1 and filt["subjects_kept"] == 9
+    data = json.loads((repo / "metrics/data.json").read_text())
+    assert data["table1_subjects"]["total"]["count"] == 9
+    table = pd.read_csv(repo / "plots/table5.csv")
+    assert len(table) == 4 and set(table.decode) == {"argmax", "ordered"}
+    conf = pd.read_csv(repo / "plots/confusion.csv")
+    assert set(conf.actual) <= {"1-oap", "2-ap", "3-mid", "4-bs", "5-obs"}
+    figs = {p.name for p in (repo / "plots/figures").iterdir()}
+    assert {"figure2_learning_curves.png", "figure4_confusion.png", "figure5_sotd.png"} <= figs
+    assert any(f.startswith("figure3_subject") for f in figs)
+    assert (repo / "models/mobilenet-bigru.keras").exists()
+    assert (repo / "dvclive/mobilenet-bigru/plots/metrics/eval/loss.tsv").exists()
+    # saxlevel predict on a test subject's raw study reproduces the pipeline's predictions.
+    pred = pd.read_csv(repo / "data/predictions/mobilenet-bigru.csv")
+    sid = int(pred[pred.split == "test"].subject.iloc[0])
+    study = next((repo / "data/phantom").glob(f"*/*/{sid}"))
+    cli = [sys.executable, "-m", "saxlevel.cli", "predict", str(study), "--model", "models/mobilenet-bigru.keras",
+           "--out", str(tmp_path / "pred")]
+    printed = _run(cli, repo, env).stdout
+    assert "s (model loading excluded)" in printed
+    levels = pd.read_csv(tmp_path / "pred" / "levels.csv")
+    want = pred[pred.subject == sid][["phase", "series", "pred"]]
+    got = levels.merge(want, on=["phase", "series"], how="inner")
+    assert len(got) == len(want) and (got.level == got.pred).all()
+    assert (tmp_path / "pred" / "levels_ED.png").exists()
+
+    shown = json.loads(_run(dvc + ["plots", "show", "--json"], repo, env).stdout)
+    errors = [e for entries in shown.values() for e in (entries if isinstance(entries, list) else [])
+              if isinstance(e, dict) and e.get("errors")]
+    assert not errors, errors
+
+    # Switching the selected model re-runs evaluate only, and metrics diff shows the change.
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "baseline"], repo, env)
+    model_mtime = (repo / "models/mobilenet-bigru.keras").stat().st_mtime
+    out = _run(dvc + ["exp", "run", "-S", "head=dense"], repo, env).stdout
+    assert "Running stage 'train@" not in out and "Running stage 'evaluate'" in out
+    assert (repo / "models/mobilenet-bigru.keras").stat().st_mtime == model_mtime
+    assert json.loads((repo / "metrics/metrics.json").read_text())["model"] == "mobilenet-dense"
+    diff = json.loads(_run(dvc + ["metrics", "diff", "--json"], repo, env).stdout)
+    assert "metrics/metrics.json" in diff

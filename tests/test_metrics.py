@@ -1,0 +1,111 @@
+"""Metrics against hand-computed values; ordered decoding against brute force."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from saxlevel import CLASSES, decode, evaluation, metrics
+
+
+def test_sotd_by_hand() -> None:
+    cm = np.array([[5, 1, 2, 0, 0],
+                   [0, 4, 1, 3, 0],
+                   [1, 0, 6, 1, 0],
+                   [0, 0, 0, 2, 1],
+                   [4, 0, 0, 0, 7]])
+    # outside |i-j| <= 1: (0,2)=2, (1,3)=3, (2,0)=1, (4,0)=4
+    assert metrics.sotd(cm) == 10
+
+
+def test_split_metrics_by_hand() -> None:
+    y = metrics.encode(["oap", "ap", "mid", "bs", "obs", "mid"])
+    pred = metrics.encode(["oap", "mid", "mid", "obs", "oap", "mid"])
+    probs = np.eye(5)[pred] * 0.9 + 0.02
+    stacks = np.array(["a", "a", "a", "b", "b", "b"])
+    m = metrics.split_metrics(y, pred, probs, stacks)
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    assert m["sotd"] == 1  # obs predicted as oap (|4-0| = 4); ap->mid and bs->obs are neighbours
+    # 3 classes oap / in (ap, mid, bs) / obs: wrong are bs->obs and obs->oap
+    assert m["error_3class"] == pytest.approx(2 / 6)
+    assert m["stack_accuracy"] == 0.0
+    assert m["f1"]["mid"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))  # tp 2, fp 1 (ap->mid), fn 0
+    assert m["confusion"][4][0] == 1 and m["n_stacks"] == 2
+    assert list(m["f1"]) == list(CLASSES)
+
+
+def test_absent_class_warns_not_crashes() -> None:
+    y = metrics.encode(["oap", "ap", "mid", "mid"])
+    pred = metrics.encode(["oap", "ap", "bs", "mid"])
+    with pytest.warns(UserWarning, match="absent"):
+        m = metrics.split_metrics(y, pred, np.eye(5)[pred], np.array(["a"] * 4))
+    assert m["f1"]["obs"] == 0.0 and np.isfinite(m["auc_weighted"])
+
+
+def _brute(probs: np.ndarray) -> tuple[int, ...]:
+    T = len(probs)
+    best = max((seq for seq in itertools.product(range(5), repeat=T) if list(seq) == sorted(seq)),
+               key=lambda seq: sum(np.log(probs[t, k]) for t, k in enumerate(seq)))
+    return best
+
+
+def test_ordered_decoding_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        T = int(rng.integers(1, 6))
+        p = rng.dirichlet(np.ones(5) * 0.5, size=T)
+        got = decode.ordered(p)
+        assert tuple(got) == _brute(p)
+        assert (np.diff(got) >= 0).all()
+
+
+def test_ordered_never_decreases_and_fixes_impossible_sequence() -> None:
+    p = np.array([[.9, .1, 0, 0, 0], [0, .1, .2, .7, 0], [0, .1, .6, .3, 0], [0, 0, 0, .1, .9]]) + 1e-3
+    assert list(decode.argmax(p)) == [0, 3, 2, 4]  # mid after bs: impossible
+    assert (np.diff(decode.ordered(p)) >= 0).all()
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        assert (np.diff(decode.ordered(rng.dirichlet(np.ones(5), size=25))) >= 0).all()
+
+
+def test_decode_stacks_respects_order_column() -> None:
+    p = np.array([[0, 0, 0, .1, .9], [.9, .1, 0, 0, 0]]) + 1e-3  # rows listed base first
+    got = decode.decode_stacks(p, np.array(["s", "s"]), np.array([1, 0]), "ordered")
+    assert list(got) == [4, 0]
+    with pytest.raises(ValueError, match="evaluate.decode"):
+        decode.decode_stacks(p, np.array(["s", "s"]), np.array([1, 0]), "viterbi")
+
+
+def _pred(seed: int, noise: float) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(12):
+        for phase in ("ED", "ES"):
+            levels = np.sort(np.random.default_rng(s).integers(0, 5, 9))
+            for k, lvl in enumerate(levels):
+                p = np.eye(5)[lvl] + rng.uniform(0, noise, 5)
+                p /= p.sum()
+                rows.append({"split": "test" if s < 8 else "val", "subject": s, "phase": phase, "order": k,
+                             "series": f"sax_{k}", "frame": 1, "true": CLASSES[lvl],
+                             **{f"p_{c}": p[i] for i, c in enumerate(CLASSES)}, "pred": CLASSES[int(p.argmax())]})
+    return pd.DataFrame(rows)
+
+
+def test_evaluate_model_and_compare() -> None:
+    good, bad = _pred(0, 0.5), _pred(1, 3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluation.evaluate_model(good, resamples=50, seed=0)
+    assert set(res) == {"argmax", "ordered"} and set(res["argmax"]) == {"test", "val"}
+    t = res["argmax"]["test"]
+    assert t["ci95"]["accuracy"][0] <= t["accuracy"] <= t["ci95"]["accuracy"][1]
+    cmp = evaluation.compare(good, bad, "argmax", resamples=200, seed=0)
+    assert cmp["accuracy_diff"] > 0 and cmp["significant"]
+    same = evaluation.compare(good, good, "argmax", resamples=50, seed=0)
+    assert same["accuracy_diff"] == 0 and not same["significant"]
+    rows = evaluation.table_rows("m", "mobilenet", "lstm2", res)
+    assert [r["decode"] for r in rows] == ["argmax", "ordered"] and "accuracy_ci95" in rows[0]
