@@ -109,3 +109,31 @@ def test_evaluate_model_and_compare() -> None:
     assert same["accuracy_diff"] == 0 and not same["significant"]
     rows = evaluation.table_rows("m", "mobilenet", "lstm2", res)
     assert [r["decode"] for r in rows] == ["argmax", "ordered"] and "accuracy_ci95" in rows[0]
+
+
+def test_vectorised_bootstrap_matches_sklearn_per_resample() -> None:
+    """Each bootstrap resample's metrics equal scikit-learn's on the explicitly resampled rows."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    rng = np.random.default_rng(4)
+    n = 60
+    subjects = np.repeat(np.arange(12), 5)
+    y = rng.integers(0, 5, n)
+    probs = rng.dirichlet(np.ones(5), size=n)
+    probs[np.arange(n), y] += 0.3
+    probs = np.round(probs / probs.sum(1, keepdims=True), 2)  # rounding creates ties
+    pred = probs.argmax(1)
+    w = metrics.bootstrap_weights(subjects, 5, seed=1)
+    cms = metrics.weighted_confusions(y, pred, w)
+    for r in range(5):
+        rows = np.repeat(np.arange(n), w[r].astype(int))
+        yb, pb = y[rows], pred[rows]
+        assert (cms[r] == metrics.confusion_matrix(yb, pb, labels=metrics.LABELS)).all()
+        for k in range(5):
+            if 0 < (yb == k).sum() < len(yb):
+                got = metrics._auc_ovr_weighted(probs[:, k], y == k, w[r : r + 1])[0]
+                assert got == pytest.approx(roc_auc_score(yb == k, probs[rows, k]))
+        f1 = f1_score(yb, pb, labels=metrics.LABELS, average=None, zero_division=0)
+        tp = np.diag(cms[r])
+        mine = 2 * tp / np.maximum(2 * tp + (cms[r].sum(0) - tp) + (cms[r].sum(1) - tp), 1e-12)
+        np.testing.assert_allclose(mine, f1)

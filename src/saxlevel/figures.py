@@ -116,12 +116,12 @@ def confusion_grid(confusions: dict[str, np.ndarray], path: Path, suptitle: str)
 
 def sotd_bars(table: pd.DataFrame, path: Path) -> None:
     """Figure 5: SOTD per model, grouped by backbone (test split, argmax decoding)."""
-    backbones = list(dict.fromkeys(table.backbone))
-    heads = list(dict.fromkeys(table.head))
+    backbones = list(dict.fromkeys(table["backbone"]))
+    heads = list(dict.fromkeys(table["head"]))
     width = 0.8 / len(heads)
     fig, ax = plt.subplots(figsize=(1.8 * len(backbones) + 2, 3.2))
     for i, h in enumerate(heads):
-        vals = [table[(table.backbone == b) & (table.head == h)].sotd.sum() for b in backbones]
+        vals = [table[(table["backbone"] == b) & (table["head"] == h)]["sotd"].sum() for b in backbones]
         ax.bar(np.arange(len(backbones)) + i * width, vals, width, label=NAMES.get(h, h))
     ax.set_xticks(np.arange(len(backbones)) + width * (len(heads) - 1) / 2,
                   [NAMES.get(b, b) for b in backbones], fontsize=8)
