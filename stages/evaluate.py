@@ -72,6 +72,18 @@ def main() -> int:
                     claims[f"{b}: {h} vs dense"] = {
                         d: evaluation.compare(preds[f"{b}-{h}"], preds[f"{b}-dense"], d, resamples, seed)
                         for d in evaluation.decode.DECODERS}
+    claim_rows = []
+    for key, per_decode in claims.items():
+        b, rest = key.split(": ")
+        h = rest.split(" vs ")[0]
+        for d, c in per_decode.items():
+            rnn, cnn = models[f"{b}-{h}"]["decode"][d]["test"], models[f"{b}-dense"]["decode"][d]["test"]
+            claim_rows.append({"backbone": b, "rnn_head": h, "decode": d, "accuracy_rnn": round(rnn["accuracy"], 3),
+                               "accuracy_cnn": round(cnn["accuracy"], 3), "accuracy_diff": round(c["accuracy_diff"], 3),
+                               "diff_ci95": f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f}", "p_value": round(c["p_value"], 4),
+                               "significant": c["significant"], "sotd_rnn": rnn["sotd"], "sotd_cnn": cnn["sotd"],
+                               "rnn_better_in_accuracy_and_sotd": bool(rnn["accuracy"] > cnn["accuracy"]
+                                                                       and rnn["sotd"] < cnn["sotd"])})
     selected = f"{sel_backbone}-{sel_head}"
     data = pd.read_csv(args.split)
     baseline = evaluation.position_baseline(data)
@@ -82,6 +94,7 @@ def main() -> int:
                   evaluation.flat_headline(selected, how, models[selected]["decode"][how]["test"]))
     table = pd.DataFrame(rows)
     io.write_csv(plots / "table5.csv", table)
+    io.write_csv(plots / "claims.csv", pd.DataFrame(claim_rows))
 
     # Table 4: per backbone facts from the extract stage.
     t4 = []

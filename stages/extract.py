@@ -36,7 +36,7 @@ def main() -> int:
     out = Path(args.out)
     io.atomic_write(out / f"{args.backbone}.npy", lambda p: np.save(open(p, "wb"), feats))
     # The exact frozen extractor (BatchNorm statistics included) so predict can reproduce the features.
-    io.atomic_write(out / f"{args.backbone}.keras", lambda p: model.save(str(p) + ".keras") or Path(str(p) + ".keras").rename(p))
+    io.save_keras(out / f"{args.backbone}.keras", model)
     io.write_json(out / f"{args.backbone}.json", {
         "backbone": args.backbone, "weights": weights, "image_size": size, "dims": int(feats.shape[1]),
         "n_images": int(len(feats)), "row_ids": data.row.tolist(), "images_per_second": round(ips, 1),

@@ -1,6 +1,7 @@
 """DVC stage to_png: choose the ED and ES frames and write each stack as 8-bit PNGs."""
 
 import json
+import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -49,8 +50,6 @@ def main() -> int:
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     tasks = [(g, tmp, ed, es, pct) for _, g in index.groupby("subject", sort=True)]
     with ProcessPoolExecutor(max(1, jobs)) as pool:
@@ -63,8 +62,6 @@ def main() -> int:
     io.write_csv(tmp / "index.csv", pd.DataFrame(rows, columns=PNG_COLUMNS))
     io.write_csv(tmp / "excluded.csv", excluded)
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     tmp.rename(out)
 

@@ -2,7 +2,6 @@
 
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,19 +55,12 @@ def main() -> int:
             "image_size": meta["image_size"], "preprocess": meta["preprocess"], "max_slices": max_slices,
             "feature_extractor": str(feat_dir / f"{args.backbone}.keras"), "best_epoch": best.best_epoch + 1,
             "epochs_run": len(hist.history["loss"]), "batch_size": batch, "lr": lr, "seed": seed}
-
-    def save(p: Path) -> None:
-        model.save(str(p) + ".keras")
-        Path(str(p) + ".keras").rename(p)
-        with zipfile.ZipFile(p, "a") as z:  # Keras ignores extra members; predict reads this one
-            z.writestr("saxlevel.json", json.dumps(info, indent=2))
-
-    io.atomic_write(args.model_out, save)
+    io.save_keras(args.model_out, model, extra=info)  # predict reads saxlevel.json from the model file
     rows = data[data.split.isin(["val", "test"])]
     probs = training.predict(model, args.head, rows, feats[rows.index.to_numpy()], max_slices)
-    io.write_csv(args.predictions, training.predictions_frame(rows, probs))
-    acc = {s: float((training.predictions_frame(rows, probs).query("split == @s").eval("true == pred")).mean())
-           for s in ("val", "test")}
+    pred = training.predictions_frame(rows, probs)
+    io.write_csv(args.predictions, pred)
+    acc = {s: float((pred.true == pred.pred)[pred.split == s].mean()) for s in ("val", "test")}
     print(f"train@{name}: best epoch {info['best_epoch']}/{info['epochs_run']} "
           f"(val loss {best.best:.4f}); accuracy val {acc['val']:.3f} test {acc['test']:.3f}")
     return 0

@@ -61,3 +61,22 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_keras(path: str | Path, model: Any, extra: dict | None = None) -> Path:
+    """Atomically save a Keras model (.keras zip); ``extra`` goes in as saxlevel.json, which Keras ignores."""
+    import zipfile
+
+    def write(tmp: Path) -> None:
+        target = tmp.with_name(tmp.name + ".keras")  # Keras insists on the .keras suffix
+        try:
+            model.save(str(target))
+            if extra is not None:
+                with zipfile.ZipFile(target, "a") as z:
+                    z.writestr("saxlevel.json", json.dumps(extra, indent=2, default=_json_default))
+            os.replace(target, tmp)
+        finally:
+            if target.exists():
+                target.unlink()
+
+    return atomic_write(path, write)
