@@ -122,6 +122,21 @@ def test_bad_files_exclude_with_named_file(tmp_path: Path) -> None:
     assert "truncated" in excluded[excluded.subject == 3].detail.item()
 
 
+def test_empty_series_folder_is_recorded(tmp_path: Path) -> None:
+    make_study(tmp_path, 1)
+    make_study(tmp_path, 2)
+    (tmp_path / "train/train/2/study/sax_15").mkdir()  # an empty slice folder after the stack
+    (tmp_path / "train/train/3/study/sax_1").mkdir(parents=True)  # a study with no images at all
+    index, excluded, counts = dicom.index_root(tmp_path, progress=False)
+    assert sorted(index.subject.unique()) == [1] and counts["subjects_found"] == 3
+    assert excluded[excluded.subject == 2].rule.tolist() == ["empty_series"]
+    assert "sax_15" in excluded[excluded.subject == 2].detail.item()
+    assert excluded[excluded.subject == 3].rule.tolist()[0] == "no_sax"
+    index, excluded, _ = dicom.index_root(tmp_path, policy="repair", progress=False)
+    assert sorted(index.subject.unique()) == [1, 2]
+    assert excluded[excluded.subject == 2].action.tolist() == ["repaired"]
+
+
 def test_missing_root_is_clear(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="data.raw"):
         dicom.index_root(tmp_path / "nope")

@@ -22,7 +22,8 @@ import pydicom
 from tqdm import tqdm
 
 SPLITS = ("train", "validate", "test")
-RULES = ("duplicate", "inconsistent", "noncontiguous", "unreadable", "no_sax", "not_sax", "orientation")
+RULES = ("duplicate", "inconsistent", "noncontiguous", "unreadable", "no_sax", "not_sax", "orientation",
+         "empty_series")
 REQUIRED_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "PixelSpacing",
                  "InstanceNumber", "BitsAllocated")
 SAX_FOLDER = re.compile(r"^sax_(\d+)$")
@@ -128,7 +129,17 @@ def index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[d
                      "action": "excluded"}], 0
     entries = [(folder.name, int(SAX_FOLDER.match(folder.name).group(1)), f)
                for folder in folders for f in sorted(folder.glob("*.dcm"))]
-    return index_entries(study.subject, study.split, entries, policy)
+    empty = [f.name for f in folders if not any(f.glob("*.dcm"))]
+    rows, problems, n_files = index_entries(study.subject, study.split, entries, policy)
+    if empty:
+        # An empty series folder is a slice without images: excluded under the paper policy
+        # (its stack would be incomplete), dropped and recorded under repair.
+        action = "repaired" if policy == "repair" and rows else "excluded"
+        problems.append({"subject": study.subject, "rule": "empty_series", "action": action,
+                         "detail": f"no .dcm files in {', '.join(empty)}" + ("; dropped" if action == "repaired" else "")})
+        if action == "excluded":
+            rows = []
+    return rows, problems, n_files
 
 
 def index_entries(sid: int, split: str, entries: list[tuple[str, int, Path]],
@@ -151,6 +162,8 @@ def index_entries(sid: int, split: str, entries: list[tuple[str, int, Path]],
             continue
         rows.append({"subject": sid, "split": split, "series": series, "slice": n, "path": str(f), **h})
     n_files = len(entries)
+    if not rows and not problems:
+        problem("no_sax", "no SAX DICOM images in the sax_N folders")
     if not rows or any(p["rule"] in ("unreadable", "not_sax") for p in problems):
         return [], problems, n_files
 
