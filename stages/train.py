@@ -45,7 +45,7 @@ def main() -> int:
         try:
             model, best, hist = training.fit(args.head, data, feats, epochs=epochs, lr=lr, batch_size=batch,
                                              max_slices=max_slices, patience=patience,
-                                             callbacks=[DVCLiveCallback(live=live)])
+                                             callbacks=[DVCLiveCallback(live=live)], progress=f"train@{name}")
         except ValueError as exc:
             print(f"train@{name}: error: {exc}", file=sys.stderr)
             return 2

@@ -72,8 +72,30 @@ def _best_weights_callback(patience: int):
     return BestWeights()
 
 
+def _progress_callback(epochs: int, desc: str):
+    import keras
+    from tqdm import tqdm
+
+    class EpochProgress(keras.callbacks.Callback):
+        """A tqdm bar over epochs with the current train / validation loss."""
+
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=epochs, desc=desc, unit="epoch")
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            self.bar.set_postfix(loss=f"{logs.get('loss', np.nan):.3f}", val_loss=f"{logs.get('val_loss', np.nan):.3f}")
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochProgress()
+
+
 def fit(head: str, data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: float, batch_size: int,
-        max_slices: int = 25, patience: int = 0, callbacks: list | None = None, verbose: int = 0):
+        max_slices: int = 25, patience: int = 0, callbacks: list | None = None, verbose: int = 0,
+        progress: str | None = None):
     """Train on the train split, validate on val; return (model, best-epoch callback, history)."""
     import keras
 
@@ -83,7 +105,7 @@ def fit(head: str, data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: fl
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
                   weighted_metrics=["accuracy"])
     best = _best_weights_callback(patience)
-    cbs = [best] + list(callbacks or [])
+    cbs = [best] + list(callbacks or []) + ([_progress_callback(epochs, progress)] if progress else [])
     if head in RNN_HEADS:
         tr, va = make_stacks(train, feats, max_slices), make_stacks(val, feats, max_slices)
         # Padded positions get weight 0: they count in neither the loss nor the accuracy.
