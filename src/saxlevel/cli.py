@@ -1,4 +1,4 @@
-"""The `saxlevel` command: phantom, filter, predict, label (subcommands)."""
+"""The `saxlevel` command: phantom, predict and label subcommands (the pipeline itself runs with `dvc repro`)."""
 
 from __future__ import annotations
 
