@@ -42,8 +42,7 @@ def evaluate_model(pred: pd.DataFrame, resamples: int, seed: int) -> dict:
             stack_ids = (part.subject.astype(str) + "/" + part.phase).to_numpy()
             res = metrics.split_metrics(y, levels[m], probs, stack_ids)
             if resamples:
-                res["ci95"] = metrics.bootstrap_ci(y, levels[m], probs, part.subject.to_numpy(), stack_ids,
-                                                   resamples, seed)
+                res["ci95"] = metrics.bootstrap_ci(y, levels[m], probs, part.subject.to_numpy(), resamples, seed)
             out[how][split] = res
     return out
 

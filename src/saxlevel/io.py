@@ -43,11 +43,6 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False, lineterminator="\n"))
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
 def _json_default(obj: Any) -> Any:
     """Make numpy scalars and arrays JSON-serialisable."""
     import numpy as np

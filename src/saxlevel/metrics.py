@@ -95,7 +95,7 @@ def _auc_ovr_weighted(score: np.ndarray, positive: np.ndarray, w: np.ndarray) ->
         return np.where(den > 0, num / den, np.nan)
 
 
-def bootstrap_ci(y, pred, probs, subjects, stack_ids, resamples: int, seed: int) -> dict:
+def bootstrap_ci(y, pred, probs, subjects, resamples: int, seed: int) -> dict:
     """Subject-level bootstrap 95 % intervals for accuracy, weighted AUC, each F1 and SOTD.
 
     Vectorised: every resample is a row weighting (bootstrap_weights), so confusion matrices and

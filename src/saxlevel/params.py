@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
-from saxlevel import CLASSES
+from saxlevel.backbones import SPECS
+from saxlevel.heads import HEADS
 
-BACKBONES = ("mobilenet", "efficientnetb0", "nasnetmobile", "resnet50v2")
-HEADS = ("dense", "lstm2", "bilstm", "gru2", "bigru")
+BACKBONES = tuple(SPECS)
 
 
 class ParamError(ValueError):
@@ -76,10 +76,3 @@ def selected_model(params: dict[str, Any]) -> tuple[str, str]:
             f"(grid.backbones={backbones}, grid.heads={heads}); pick one of those or add it to the grid"
         )
     return backbone, head
-
-
-def check_label(name: str, where: str) -> str:
-    """A class name must be one of CLASSES."""
-    if name not in CLASSES:
-        raise ParamError(f"{where}: unknown class {name!r}; expected one of {CLASSES}")
-    return name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import random
 from typing import Any
@@ -39,8 +38,3 @@ def seed_everything(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
     except ImportError:  # pragma: no cover
         pass
-
-
-def log() -> logging.Logger:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return logging.getLogger("saxlevel")

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saxlevel import CLASSES
 
 # Minimum cavity radius (mm) for an LV blood pool to be "discernible": below it a slice is oap
 # (paper section 2.2: out-of-apical = no appearance of the LV blood pool).
@@ -194,8 +193,3 @@ def render(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray
             pu, pv = dist * np.cos(a), dist * np.sin(a)
             img[in_pap & ((u - pu) ** 2 + (v - pv) ** 2 < pr * pr)] = pap_level
     return img
-
-
-def label_index(label: str) -> int:
-    """Position of a label in the anatomical class order."""
-    return CLASSES.index(label)
