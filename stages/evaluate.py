@@ -1,4 +1,4 @@
-"""DVC stage evaluate: Table 5 (both decodings, CIs), the selected model's metrics, figures and plots."""
+"""DVC stage evaluate: Table 5 (both grids, both decodings, CIs), comparisons, the selected model's metrics, figures."""
 
 import json
 import sys
@@ -50,45 +50,49 @@ def main() -> int:
               file=sys.stderr)
         return 2
     pred_dir, plots, mdir = Path(args.predictions), Path(args.plots), Path(args.metrics)
-    # Iterate over the grid from params, not over files: stale outputs survive grid changes.
-    models, rows, preds = {}, [], {}
-    for b in backbones:
-        for h in heads:
-            name = f"{b}-{h}"
-            try:
-                preds[name] = evaluation.read_predictions(pred_dir / f"{name}.csv")
-            except FileNotFoundError as exc:
-                print(f"evaluate: error: {exc}", file=sys.stderr)
-                return 2
-            res = evaluation.evaluate_model(preds[name], resamples, seed)
-            models[name] = {"backbone": b, "head": h, "decode": res}
-            rows += evaluation.table_rows(name, b, h, res)
-    # Paper's main claim per backbone: does each CNN-RNN head beat the dense (CNN) head?
-    claims = {}
-    if "dense" in heads:
-        for b in backbones:
-            for h in heads:
-                if h != "dense":
-                    claims[f"{b}: {h} vs dense"] = {
-                        d: evaluation.compare(preds[f"{b}-{h}"], preds[f"{b}-dense"], d, resamples, seed)
-                        for d in evaluation.decode.DECODERS}
-    claim_rows = []
-    for key, per_decode in claims.items():
-        b, rest = key.split(": ")
-        h = rest.split(" vs ")[0]
-        for d, c in per_decode.items():
-            rnn, cnn = models[f"{b}-{h}"]["decode"][d]["test"], models[f"{b}-dense"]["decode"][d]["test"]
-            claim_rows.append({"backbone": b, "rnn_head": h, "decode": d, "accuracy_rnn": round(rnn["accuracy"], 3),
-                               "accuracy_cnn": round(cnn["accuracy"], 3), "accuracy_diff": round(c["accuracy_diff"], 3),
-                               "diff_ci95": f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f}", "p_value": round(c["p_value"], 4),
-                               "significant": c["significant"], "sotd_rnn": rnn["sotd"], "sotd_cnn": cnn["sotd"],
-                               "rnn_better_in_accuracy_and_sotd": bool(rnn["accuracy"] > cnn["accuracy"]
-                                                                       and rnn["sotd"] < cnn["sotd"])})
-    selected = f"{sel_backbone}-{sel_head}"
+    try:
+        ft_backbones, ft_heads = P.finetune_grid(prm)
+        paper_cfg = P.train_settings(prm, "train")
+        ft_cfg = P.train_settings(prm, P.FINETUNE_SECTION) if ft_backbones and ft_heads else None
+    except P.ParamError as exc:
+        print(f"evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    # Iterate over the grids from params, not over files: stale outputs survive grid changes.
+    # (name, backbone, head, predictions file, dvclive folder, training settings)
+    entries = [(f"{b}-{h}", b, h, pred_dir / f"{b}-{h}.csv", Path(args.live) / f"{b}-{h}", paper_cfg)
+               for b in backbones for h in heads]
+    entries += [(f"{b}-{h}{ft_cfg.suffix}", b, h, pred_dir / "finetuned" / f"{b}-{h}.csv",
+                 Path(args.live) / "finetuned" / f"{b}-{h}", ft_cfg)
+                for b in ft_backbones for h in ft_heads] if ft_cfg else []
+    models, rows, preds, lives = {}, [], {}, {}
+    for name, b, h, path, live_dir, cfg in entries:
+        try:
+            preds[name] = evaluation.read_predictions(path)
+        except FileNotFoundError as exc:
+            print(f"evaluate: error: {exc}", file=sys.stderr)
+            return 2
+        res = evaluation.evaluate_model(preds[name], resamples, seed)
+        models[name] = {"backbone": b, "head": h, "finetune": cfg.finetune, "augment": cfg.augment,
+                        "image_size": cfg.image_size, "decode": res}
+        lives[name] = live_dir
+        rows += evaluation.table_rows(name, b, h, res, cfg.finetune, cfg.augment)
     data = pd.read_csv(args.split)
-    baseline = evaluation.position_baseline(data)
+    base = evaluation.POSITION_BASELINE
+    preds[base] = evaluation.position_baseline_predictions(data)
+    baseline = evaluation.evaluate_model(preds[base], resamples, seed)
+    # The paper's claim (CNN-RNN vs CNN per backbone) and the fine-tuned models against their frozen twins,
+    # the position-only baseline and their own dense model: paired subject bootstrap on the test split.
+    finetuned = {f"{b}-{h}{ft_cfg.suffix}": f"{b}-{h}" for b in ft_backbones for h in ft_heads} if ft_cfg else {}
+    test_metrics = {n: {d: r[d]["test"] for d in r} for n, r in
+                    [(n, m["decode"]) for n, m in models.items()] + [(base, baseline)]}
+    claims, claim_rows = {}, []
+    for a, b in evaluation.comparison_pairs([e[0] for e in entries if e[5] is paper_cfg], heads, finetuned):
+        claims[f"{a} vs {b}"] = {d: evaluation.compare(preds[a], preds[b], d, resamples, seed)
+                                 for d in evaluation.decode.DECODERS}
+        claim_rows += evaluation.comparison_rows(a, b, claims[f"{a} vs {b}"], test_metrics)
+    selected = f"{sel_backbone}-{sel_head}"
     io.write_json(mdir / "table5.json", {"models": models, "comparisons": claims,
-                                         "baselines": {"position_only": baseline},
+                                         "baselines": {"position_only": {"decode": baseline}},
                                          "bootstrap": {"resamples": resamples, "seed": seed, "level": "subject"}})
     io.write_json(mdir / "metrics.json",
                   evaluation.flat_headline(selected, how, models[selected]["decode"][how]["test"]))
@@ -113,15 +117,17 @@ def main() -> int:
                                                         "predicted": sel_test["pred"].map(DVC_LABEL)}))
     argmax_rows = table[table.decode == how]
     io.write_csv(plots / "sotd.csv", argmax_rows[["model", "backbone", "head", "sotd"]])
-    live = Path(args.live)
-    curve = {f"{b}-{h}": curves(live / f"{b}-{h}") for b in backbones for h in heads}
+    curve = {name: curves(lives[name]) for name in models}
     io.write_csv(plots / "curves.csv", curve[selected][["epoch", "train_loss", "val_loss"]])
 
     fig_dir = plots / "figures"
     figures.learning_curves(curve, fig_dir / "figure2_learning_curves.png")
     figures.confusion_grid({m: np.asarray(models[m]["decode"][how]["test"]["confusion"]) for m in models},
                            fig_dir / "figure4_confusion.png", f"Test confusion matrices ({how} decoding)")
-    figures.sotd_bars(argmax_rows, fig_dir / "figure5_sotd.png")
+    # Fine-tuned models get their own group of bars (a backbone's frozen and fine-tuned heads never add up).
+    ft_rows = argmax_rows.model.isin(list(finetuned))
+    figures.sotd_bars(argmax_rows.assign(backbone=np.where(ft_rows, argmax_rows.backbone + " (fine-tuned)",
+                                                           argmax_rows.backbone)), fig_dir / "figure5_sotd.png")
     test_subjects = sorted(sel_test.subject.unique())[:n_fig3]
     for s in test_subjects:
         stack = sel_test[(sel_test.subject == s) & (sel_test.phase == "ED")]
@@ -130,7 +136,7 @@ def main() -> int:
     head = models[selected]["decode"][how]["test"]
     print(f"evaluate: {len(models)} models; selected {selected} ({how}): accuracy {head['accuracy']:.3f}, "
           f"SOTD {head['sotd']}, weighted AUC {head['auc_weighted']:.3f}; image-free position-only baseline "
-          f"accuracy {baseline['accuracy']:.3f}")
+          f"accuracy {baseline['argmax']['test']['accuracy']:.3f}")
     return 0
 
 

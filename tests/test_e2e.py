@@ -7,8 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -19,6 +21,7 @@ TINY = {
     "phantom": {"subjects": 10, "frames": 6, "defect_rates": {"duplicate": 0.1}},
     "features": {"image_size": 32, "bn_images": 8},
     "grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"]},
+    "finetune_grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"], "image_size": 32, "epochs": 2},
     "head": "bigru",
     "train": {"epochs": 2},
     "evaluate": {"bootstrap": 20, "figure3_subjects": 1},
@@ -59,7 +62,13 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     _run(dvc + ["repro"], repo, env)
 
     table5 = json.loads((repo / "metrics/table5.json").read_text())
-    assert set(table5["models"]) == {"mobilenet-dense", "mobilenet-bigru"}
+    assert set(table5["models"]) == {"mobilenet-dense", "mobilenet-bigru", "mobilenet-dense-ft", "mobilenet-bigru-ft"}
+    for name, m in table5["models"].items():
+        assert (m["finetune"], m["augment"]) == (("all", True) if name.endswith("-ft") else ("none", False))
+    assert {"mobilenet-bigru vs mobilenet-dense", "mobilenet-dense-ft vs mobilenet-dense",
+            "mobilenet-bigru-ft vs position-only", "mobilenet-bigru-ft vs mobilenet-dense-ft"} <= set(table5["comparisons"])
+    claims = pd.read_csv(repo / "plots/claims.csv")
+    assert {"model_a", "model_b", "accuracy_diff", "diff_ci95", "p_value"} <= set(claims.columns)
     t = table5["models"]["mobilenet-bigru"]["decode"]["argmax"]["test"]
     assert 0 <= t["accuracy"] <= 1 and len(t["confusion"]) == 5 and "ci95" in t
     assert "ordered" in table5["models"]["mobilenet-bigru"]["decode"]
@@ -70,7 +79,7 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     data = json.loads((repo / "metrics/data.json").read_text())
     assert data["table1_subjects"]["total"]["count"] == 9
     table = pd.read_csv(repo / "plots/table5.csv")
-    assert len(table) == 4 and set(table.decode) == {"argmax", "ordered"}
+    assert len(table) == 8 and set(table.decode) == {"argmax", "ordered"} and {"finetune", "augment"} <= set(table)
     conf = pd.read_csv(repo / "plots/confusion.csv")
     assert set(conf.actual) <= {"1-oap", "2-ap", "3-mid", "4-bs", "5-obs"}
     figs = {p.name for p in (repo / "plots/figures").iterdir()}
@@ -91,6 +100,17 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     got = levels.merge(want, on=["phase", "series"], how="inner")
     assert len(got) == len(want) and (got.level == got.pred).all()
     assert (tmp_path / "pred" / "levels_ED.png").exists()
+    # A fine-tuned model is one self-contained file and predicts exactly like in the pipeline.
+    ft = repo / "models/finetuned/mobilenet-bigru.keras"
+    assert "feature_extractor" not in json.loads(zipfile.ZipFile(ft).read("saxlevel.json"))
+    cli_ft = [sys.executable, "-m", "saxlevel.cli", "predict", str(study), "--model", str(ft),
+              "--out", str(tmp_path / "pred_ft")]
+    _run(cli_ft, repo, env)
+    levels = pd.read_csv(tmp_path / "pred_ft" / "levels.csv")
+    pred_ft = pd.read_csv(repo / "data/predictions/finetuned/mobilenet-bigru.csv")
+    want = pred_ft[pred_ft.subject == sid][["phase", "series", "p_mid"]]
+    got = levels.merge(want, on=["phase", "series"], how="inner", suffixes=("", "_pipeline"))
+    assert len(got) == len(want) and np.allclose(got.p_mid, got.p_mid_pipeline, atol=1e-5)
 
     shown = json.loads(_run(dvc + ["plots", "show", "--json"], repo, env).stdout)
     assert not shown.get("errors"), shown.get("errors")

@@ -35,6 +35,18 @@ SPECS: dict[str, BackboneSpec] = {
 }
 RNN_BATCH = 2  # Table 4: 2 stacks per batch for every CNN-RNN model
 
+# How much of the backbone trains with the head (saxlevel.finetune): none = frozen (the paper), top, all.
+FINETUNE_MODES = ("none", "top", "all")
+# BatchNorm while fine-tuning: auto = frozen statistics for pretrained weights, trained for random ones.
+BATCHNORM_MODES = ("auto", "frozen", "train")
+# Where `finetune: top` starts (the first layer matching the pattern; it and every later layer train).
+TOP_BLOCKS: dict[str, tuple[str, str]] = {
+    "mobilenet": (r"^conv_pad_12$", "the last two depthwise-separable blocks (conv_dw/pw_12, _13)"),
+    "efficientnetb0": (r"^block7a_", "block 7a and the top 1x1 convolution"),
+    "nasnetmobile": (r"^(adjust|normal)_\w+_12$", "the last normal cell (cell 12)"),
+    "resnet50v2": (r"^conv5_", "stage conv5 (3 bottleneck blocks) and post_bn"),
+}
+
 
 class WeightsUnavailable(RuntimeError):
     """ImageNet weights are not cached and cannot be downloaded."""

@@ -58,14 +58,16 @@ def compare(pred_a: pd.DataFrame, pred_b: pd.DataFrame, how: str, resamples: int
     return metrics.paired_bootstrap(y, decoded(a, how), decoded(b, how), a.subject.to_numpy(), resamples, seed)
 
 
-def table_rows(name: str, backbone: str, head: str, result: dict) -> list[dict]:
+def table_rows(name: str, backbone: str, head: str, result: dict, finetune: str = "none",
+               augment: bool = False) -> list[dict]:
     """Readable Table 5 rows (test split), one per decoding, with CI columns."""
     rows = []
     for how, per_split in result.items():
         t = per_split.get("test")
         if t is None:
             continue
-        row = {"model": name, "backbone": backbone, "head": head, "decode": how,
+        row = {"model": name, "backbone": backbone, "head": head, "finetune": finetune, "augment": augment,
+               "decode": how,
                **{f"f1_{c}": round(t["f1"][c], 3) for c in CLASSES},
                "auc_weighted": round(t["auc_weighted"], 3), "accuracy": round(t["accuracy"], 3),
                "sotd": t["sotd"], "error_3class": round(t["error_3class"], 3),
@@ -84,18 +86,67 @@ def flat_headline(name: str, how: str, test: dict) -> dict:
             **{f"f1_{c}": round(test["f1"][c], 4) for c in CLASSES}}
 
 
-def position_baseline(data: pd.DataFrame) -> dict:
+POSITION_BASELINE = "position-only"
+
+
+def position_baseline_predictions(data: pd.DataFrame) -> pd.DataFrame:
     """A reference model that sees no image: multinomial logistic regression on the slice's relative
-    position in its stack (order / (slices - 1)), fitted on train, scored on test with argmax.
+    position in its stack (order / (slices - 1)), fitted on train; val and test rows in the predictions
+    CSV form, so it is scored and compared (paired bootstrap) exactly like a trained model.
     It shows how much of a stack model's accuracy the slice position alone explains."""
     from sklearn.linear_model import LogisticRegression
 
+    from saxlevel.training import predictions_frame
+
+    data = data.reset_index(drop=True)
     rel = data.order / data.groupby(["subject", "phase"]).order.transform("max").clip(lower=1)
     x = np.c_[rel, rel**2]
-    train, test = (data.split == "train").to_numpy(), (data.split == "test").to_numpy()
+    train, rows = (data.split == "train").to_numpy(), data.split.isin(["val", "test"]).to_numpy()
     y = metrics.encode(data.label)
     model = LogisticRegression(max_iter=2000).fit(x[train], y[train])
-    probs = np.zeros((int(test.sum()), len(CLASSES)))
-    probs[:, model.classes_] = model.predict_proba(x[test])
-    stack_ids = (data.subject.astype(str) + "/" + data.phase).to_numpy()[test]
-    return metrics.split_metrics(y[test], probs.argmax(1), probs, stack_ids)
+    probs = np.zeros((int(rows.sum()), len(CLASSES)))
+    probs[:, model.classes_] = model.predict_proba(x[rows])
+    return predictions_frame(data[rows], probs)
+
+
+def position_baseline(data: pd.DataFrame) -> dict:
+    """The position-only baseline's test metrics (argmax)."""
+    return evaluate_model(position_baseline_predictions(data), 0, 0)["argmax"]["test"]
+
+
+def comparison_pairs(names: list[str], paper_heads: list[str], finetuned: dict[str, str]) -> list[tuple[str, str]]:
+    """Which models to compare (A vs B, test accuracy, paired subject bootstrap).
+
+    ``names``: the paper grid's model names BACKBONE-HEAD; ``finetuned``: fine-tuned model name -> the
+    frozen model of the same backbone and head. The paper's claim (each CNN-RNN head vs its backbone's
+    dense head), then per fine-tuned model: vs its frozen twin, vs the image-free position-only baseline,
+    and (RNN heads) vs the fine-tuned dense model of its backbone."""
+    pairs = []
+    if "dense" in paper_heads:
+        for name in names:
+            backbone, head = name.rsplit("-", 1)
+            if head != "dense":
+                pairs.append((name, f"{backbone}-dense"))
+    for ft, frozen in finetuned.items():
+        if frozen in names:
+            pairs.append((ft, frozen))
+        pairs.append((ft, POSITION_BASELINE))
+        backbone, head = frozen.rsplit("-", 1)
+        dense_ft = next((k for k, v in finetuned.items() if v == f"{backbone}-dense"), None)
+        if head != "dense" and dense_ft:
+            pairs.append((ft, dense_ft))
+    return pairs
+
+
+def comparison_rows(a: str, b: str, result: dict[str, dict], test_metrics: dict[str, dict[str, dict]]) -> list[dict]:
+    """plots/claims.csv rows for one pair: per decoding, A's and B's test accuracy and SOTD, the paired
+    difference with its 95 % interval and p-value."""
+    rows = []
+    for how, c in result.items():
+        ma, mb = test_metrics[a][how], test_metrics[b][how]
+        rows.append({"model_a": a, "model_b": b, "decode": how, "accuracy_a": round(ma["accuracy"], 3),
+                     "accuracy_b": round(mb["accuracy"], 3), "accuracy_diff": round(c["accuracy_diff"], 3),
+                     "diff_ci95": f"{c['ci95'][0]:.3f}-{c['ci95'][1]:.3f}", "p_value": round(c["p_value"], 4),
+                     "significant": c["significant"], "sotd_a": ma["sotd"], "sotd_b": mb["sotd"],
+                     "a_better_in_accuracy_and_sotd": bool(ma["accuracy"] > mb["accuracy"] and ma["sotd"] < mb["sotd"])})
+    return rows

@@ -15,27 +15,36 @@ HEADS = ("dense",) + RNN_HEADS
 UNITS = 128
 
 
+def apply_head(head: str, x, mask=None):
+    """The head's layers on a features tensor ((B, D) for dense, (B, T, D) for RNN heads; ``mask`` (B, T)
+    marks real slices). Shared by the cached-feature heads and the fine-tuned models."""
+    from keras import layers
+
+    n = len(CLASSES)
+    if head == "dense":
+        x = layers.Dense(256, activation="relu")(x)
+        x = layers.Dropout(0.5)(x)
+        return layers.Dense(n, activation="softmax", name="level")(x)
+    if head not in RNN_HEADS:
+        raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
+    cell = layers.LSTM if "lstm" in head else layers.GRU
+    if head.startswith("bi"):
+        x = layers.Bidirectional(cell(UNITS, return_sequences=True))(x, mask=mask)
+    else:
+        x = cell(UNITS, return_sequences=True)(x, mask=mask)
+        x = cell(UNITS, return_sequences=True)(x, mask=mask)
+    return layers.Dense(n, activation="softmax", name="level")(x)
+
+
 def build_head(head: str, dims: int):
     """An uncompiled Keras model for one head (RNN heads take stacks of any length, zero-padded)."""
     import keras
     from keras import layers
 
-    n = len(CLASSES)
     if head == "dense":
         inp = keras.Input((dims,), name="features")
-        x = layers.Dense(256, activation="relu")(inp)
-        x = layers.Dropout(0.5)(x)
-        out = layers.Dense(n, activation="softmax", name="level")(x)
-        return keras.Model(inp, out, name="dense")
+        return keras.Model(inp, apply_head(head, inp), name="dense")
     if head not in RNN_HEADS:
         raise ValueError(f"unknown head {head!r}; choose from {HEADS}")
     inp = keras.Input((None, dims), name="stack")
-    x = layers.Masking(mask_value=0.0)(inp)
-    cell = layers.LSTM if "lstm" in head else layers.GRU
-    if head.startswith("bi"):
-        x = layers.Bidirectional(cell(UNITS, return_sequences=True))(x)
-    else:
-        x = cell(UNITS, return_sequences=True)(x)
-        x = cell(UNITS, return_sequences=True)(x)
-    out = layers.Dense(n, activation="softmax", name="level")(x)
-    return keras.Model(inp, out, name=head)
+    return keras.Model(inp, apply_head(head, layers.Masking(mask_value=0.0)(inp)), name=head)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from saxlevel.backbones import BATCHNORM_MODES as BATCHNORM
+from saxlevel.backbones import FINETUNE_MODES as MODES
 from saxlevel.backbones import SPECS
 from saxlevel.heads import HEADS
 
@@ -76,3 +79,100 @@ def selected_model(params: dict[str, Any]) -> tuple[str, str]:
             f"(grid.backbones={backbones}, grid.heads={heads}); pick one of those or add it to the grid"
         )
     return backbone, head
+
+
+FINETUNE_SECTION = "finetune_grid"
+# Keys of `train` that finetune_grid may override for its models (image_size is its own: the paper grid
+# fine-tunes, if asked to, at features.image_size).
+TRAIN_KEYS = ("epochs", "patience", "lr", "seed", "max_slices", "finetune", "augment", "batchnorm", "bn_momentum")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one grid's models train: train.* for the paper's grid, finetune_grid.* over train.* for the other."""
+
+    section: str
+    epochs: int
+    patience: int
+    lr: float
+    seed: int
+    max_slices: int
+    finetune: str
+    augment: bool
+    batchnorm: str
+    bn_momentum: float
+    image_size: int
+    weights: str
+    bn_images: int
+
+    @property
+    def cached(self) -> bool:
+        """Frozen backbone and no augmentation: the head trains on the feature cache (the paper)."""
+        return self.finetune == "none" and not self.augment
+
+    @property
+    def batchnorm_trains(self) -> bool:
+        """Train BatchNorm statistics? auto: only for random weights (nothing pretrained to keep)."""
+        if self.finetune == "none":
+            return False
+        return self.weights == "none" if self.batchnorm == "auto" else self.batchnorm == "train"
+
+    @property
+    def suffix(self) -> str:
+        """Model-name suffix in Table 5: '' for the paper's grid, '-ft' for finetune_grid's models."""
+        return "-ft" if self.section == FINETUNE_SECTION else ""
+
+
+def _typed(value: Any, kind: type, key: str) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ParamError(f"params.yaml: '{key}' must be true or false, got {value!r}")
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ParamError(f"params.yaml: '{key}' must be a {kind.__name__}, got {value!r}") from None
+
+
+def train_settings(params: dict[str, Any], section: str = "train") -> TrainSettings:
+    """The training settings of ``section`` ('train' or 'finetune_grid'), typed and validated."""
+    if section not in ("train", FINETUNE_SECTION):
+        raise ParamError(f"unknown training section {section!r}; use 'train' or '{FINETUNE_SECTION}'")
+    kinds = {"epochs": int, "patience": int, "lr": float, "seed": int, "max_slices": int, "finetune": str,
+             "augment": bool, "batchnorm": str, "bn_momentum": float}
+    defaults = {"patience": 0, "finetune": "none", "augment": False, "batchnorm": "auto", "bn_momentum": 0.9}
+    values: dict[str, Any] = {}
+    for key, kind in kinds.items():
+        dotted = f"train.{key}"
+        raw = get(params, dotted, defaults.get(key, ...))
+        if section == FINETUNE_SECTION and key in get(params, section):
+            dotted, raw = f"{section}.{key}", get(params, f"{section}.{key}")
+        values[key] = _typed(raw, kind, dotted)
+    where = section if section == FINETUNE_SECTION else "train"
+    if values["finetune"] not in MODES:
+        raise ParamError(f"params.yaml: '{where}.finetune' must be one of {MODES}, got {values['finetune']!r}")
+    if values["batchnorm"] not in BATCHNORM:
+        raise ParamError(f"params.yaml: '{where}.batchnorm' must be one of {BATCHNORM}, got {values['batchnorm']!r}")
+    if not 0.0 <= values["bn_momentum"] < 1.0:
+        raise ParamError(f"params.yaml: '{where}.bn_momentum' must be in [0, 1), got {values['bn_momentum']}")
+    size_key = f"{section}.image_size" if section == FINETUNE_SECTION else "features.image_size"
+    return TrainSettings(section=section, **values, image_size=_typed(get(params, size_key), int, size_key),
+                         weights=str(get(params, "features.weights")),
+                         bn_images=_typed(get(params, "features.bn_images", 64), int, "features.bn_images"))
+
+
+def finetune_grid(params: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """finetune_grid.backbones and .heads (may be empty lists: no fine-tuned models)."""
+    out = []
+    for kind, known in (("backbones", BACKBONES), ("heads", HEADS)):
+        key = f"{FINETUNE_SECTION}.{kind}"
+        value = get(params, key, [])
+        if value == []:
+            out.append([])
+            continue
+        names = as_list(value, key)
+        for name in names:
+            if name not in known:
+                raise ParamError(f"params.yaml: {key} has unknown name {name!r}; choose from {known}")
+        out.append(names)
+    return out[0], out[1]

@@ -29,7 +29,7 @@ class PredictError(ValueError):
 class LoadedModel:
     info: dict
     head: object
-    backbone: object
+    backbone: object | None  # the frozen extractor; None for a self-contained fine-tuned model
 
 
 def model_info(path: str | Path) -> dict:
@@ -45,12 +45,18 @@ def model_info(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, backbone_model: str | Path | None = None) -> LoadedModel:
-    """Load head and frozen backbone (the extractor saved by extract, BatchNorm statistics included)."""
+    """Load a model. A fine-tuned model (input 'gray') holds its backbone and preprocessing and is loaded
+    alone; a head trained on the feature cache is loaded with the frozen extractor saved by extract
+    (BatchNorm statistics included)."""
     import keras
+
+    from saxlevel import finetune  # noqa: F401  (registers the custom layers of fine-tuned models)
 
     info = model_info(path)
     if info.get("classes") != list(CLASSES):
         raise PredictError(f"{path} was trained with classes {info.get('classes')}, expected {list(CLASSES)}")
+    if info.get("input") == "gray":
+        return LoadedModel(info, keras.models.load_model(path), None)
     candidates = [Path(backbone_model)] if backbone_model else [
         Path(info["feature_extractor"]), Path(path).parent.parent / info["feature_extractor"]]
     found = next((c for c in candidates if c.exists()), None)
@@ -58,6 +64,20 @@ def load_model(path: str | Path, backbone_model: str | Path | None = None) -> Lo
         raise PredictError(f"frozen backbone {info['feature_extractor']} not found (made by `dvc repro "
                            f"extract@{info['backbone']}`); pass --backbone-model PATH")
     return LoadedModel(info, keras.models.load_model(path), keras.models.load_model(found))
+
+
+def stack_probabilities(model: LoadedModel, gray: np.ndarray) -> np.ndarray:
+    """(T, 5) level probabilities for one stack of (T, S, S) uint8 images ordered apex->base."""
+    from saxlevel.heads import RNN_HEADS
+
+    info = model.info
+    if model.backbone is None:  # fine-tuned: gray 0-255 straight into the model
+        x = gray.astype(np.float32)[..., None]
+    else:
+        x = np.asarray(model.backbone(backbones.to_backbone_input(gray, info["backbone"]), training=False))
+    if info["head"] in RNN_HEADS:
+        return np.asarray(model.head.predict(x[None], verbose=0))[0]
+    return np.asarray(model.head.predict(x, verbose=0))
 
 
 def find_entries(folder: str | Path) -> tuple[int, list[tuple[str, int, Path]]]:
@@ -111,8 +131,6 @@ def index_folder(folder: str | Path) -> pd.DataFrame:
 def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es", how: str = "argmax",
                    pct: tuple[float, float] = (2.0, 98.0)) -> pd.DataFrame:
     """One row per (frame, slice): phase, frame, series, order, position_mm, level and the five probabilities."""
-    from saxlevel.heads import RNN_HEADS
-
     index = index_folder(folder)
     if frames == "ed-es":
         chosen = images.choose_frames(index, "auto", "auto")
@@ -127,11 +145,7 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
         stack = index[index.frame == frame].sort_values("order")
         gray = np.stack([features.square_resize(images.window(images.read_pixels(p), *pct), info["image_size"])
                          for p in stack.path])
-        feats = np.asarray(model.backbone(backbones.to_backbone_input(gray, info["backbone"]), training=False))
-        if info["head"] in RNN_HEADS:
-            probs = np.asarray(model.head.predict(feats[None], verbose=0))[0]
-        else:
-            probs = np.asarray(model.head.predict(feats, verbose=0))
+        probs = stack_probabilities(model, gray)
         levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
         for k, r in enumerate(stack.itertuples()):
             rows.append({"subject": r.subject, "phase": phase, "frame": frame, "series": r.series,

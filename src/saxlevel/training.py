@@ -27,23 +27,27 @@ def one_hot(labels: pd.Series) -> np.ndarray:
     return np.eye(len(CLASSES), dtype=np.float32)[labels.map(CLASS_INDEX).to_numpy()]
 
 
-def make_stacks(data: pd.DataFrame, feats: np.ndarray, max_slices: int) -> Stacks:
-    """Group images into (subject, phase) stacks ordered apex->base and pad them to max_slices."""
-    groups = [g.sort_values("order") for _, g in data.groupby(STACK_KEY, sort=True)]
+def stack_rows(data: pd.DataFrame, max_slices: int) -> list[np.ndarray]:
+    """Index labels of each (subject, phase) stack's rows, apex -> base; a stack longer than max_slices
+    is an error naming the parameter."""
+    groups = [g.sort_values("order").index.to_numpy() for _, g in data.groupby(STACK_KEY, sort=True)]
     longest = max((len(g) for g in groups), default=0)
     if longest > max_slices:
         raise ValueError(f"a stack has {longest} slices but train.max_slices is {max_slices}; raise train.max_slices")
-    S, D = len(groups), feats.shape[1]
+    return groups
+
+
+def make_stacks(data: pd.DataFrame, feats: np.ndarray, max_slices: int) -> Stacks:
+    """Group images into (subject, phase) stacks ordered apex->base and pad them to max_slices."""
+    rows = stack_rows(data, max_slices)
+    S, D = len(rows), feats.shape[1]
     x = np.zeros((S, max_slices, D), np.float32)
     y = np.zeros((S, max_slices, len(CLASSES)), np.float32)
     w = np.zeros((S, max_slices), np.float32)
-    rows = []
-    for i, g in enumerate(groups):
-        pos = g.index.to_numpy()
-        x[i, : len(g)] = feats[pos]
-        y[i, : len(g)] = one_hot(g.label)
-        w[i, : len(g)] = 1.0
-        rows.append(pos)
+    for i, pos in enumerate(rows):
+        x[i, : len(pos)] = feats[pos]
+        y[i, : len(pos)] = one_hot(data.label.loc[pos])
+        w[i, : len(pos)] = 1.0
     return Stacks(x, y, w, rows)
 
 
