@@ -61,7 +61,7 @@ def main() -> int:
         inputs = finetune.load_images(data.path.tolist(), cfg.image_size)
         train = data[data.split == "train"]
         bn_paths = train.sample(n=min(cfg.bn_images, len(train)), random_state=cfg.seed).path.tolist()
-        info.update(input="gray", input_range=[0, 255], pad_value=finetune.augment.PAD)
+        info.update(input="gray", input_range=[0, 255], padding="NaN slices (RNN stacks)")
     seed_everything(cfg.seed)
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback

@@ -40,7 +40,7 @@ def test_one_transform_per_stack_and_padding_stays_padding() -> None:
         np.testing.assert_array_equal(out[s], augment.apply(stacks[s], t))
     np.testing.assert_array_equal(out[0, 0], out[0, 1])  # identical slices stay identical: same transform
     assert not np.allclose(out[0, 0], stacks[0, 0])  # and it did change them
-    assert (out[0, 4:] == augment.PAD).all() and (out[1, 5:] == augment.PAD).all()
+    assert np.isnan(out[0, 4:]).all() and np.isnan(out[1, 5:]).all()
     real = np.concatenate([out[0, :4], out[1, :5]])
     assert real.min() >= 0 and real.max() <= 255
 
@@ -71,10 +71,10 @@ def test_batches_pad_mask_labels_and_are_seeded() -> None:
     x, y, w = b[0]
     assert x.shape == (2, 5, 16, 16, 1) and y.shape == (2, 5, 5) and w.shape == (2, 5)
     short = int(np.argmin(w.sum(1)))
-    assert w[short].tolist() == [1, 1, 1, 1, 0] and (x[short, 4] == augment.PAD).all() and not y[short, 4].any()
-    np.testing.assert_array_equal(b[0][0], x)  # same epoch, same batch: same augmentation
+    assert w[short].tolist() == [1, 1, 1, 1, 0] and np.isnan(x[short, 4]).all() and np.isfinite(x[short, :4]).all() and not y[short, 4].any()
+    np.testing.assert_array_equal(b[0][0], x)  # (NaN == NaN here) same epoch, same batch: same augmentation
     b.on_epoch_end()
-    assert not np.array_equal(b[0][0], x)  # a new epoch draws new transforms
+    assert not np.array_equal(b[0][0], x, equal_nan=True)  # a new epoch draws new transforms
 
 
 def test_settings_override_and_validate() -> None:
@@ -166,13 +166,33 @@ def _toy_images(n_subjects: int = 6, size: int = 32) -> tuple[pd.DataFrame, np.n
     return pd.DataFrame(rows), np.asarray(imgs, np.uint8)
 
 
-@pytest.mark.parametrize("head", ["dense", "bigru"])
-def test_finetune_fit_is_deterministic_and_keeps_best_epoch(head: str) -> None:
+@pytest.mark.parametrize("name", list(backbones.SPECS))
+def test_split_at_top_shares_the_backbone(name: str) -> None:
+    """bottom then top = the whole backbone, and training top trains the backbone's own layers."""
+    from saxlevel import finetune
+
+    model = backbones.build(name, 32, "none")
+    finetune.set_trainable(model, name, "top", bn_train=False, bn_momentum=0.9)
+    bottom, top = finetune.split_at_top(model, name)
+    gray = np.random.default_rng(0).integers(0, 256, (2, 32, 32)).astype(np.float32)[..., None]
+    whole = np.asarray(model(finetune.GrayToBackbone(name)(gray)))
+    np.testing.assert_allclose(np.asarray(top(bottom(gray))), whole, atol=1e-4)
+    assert len(top.trainable_weights) == len(model.trainable_weights) > 0
+    assert not bottom.trainable_weights  # the cached part is frozen
+    var = model.trainable_weights[-1]
+    var.assign(var + 1.0)
+    np.testing.assert_allclose(np.asarray(top(bottom(gray))), np.asarray(model(finetune.GrayToBackbone(name)(gray))),
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize(("head", "mode", "augment_on"), [("dense", "all", True), ("bigru", "all", True),
+                                                          ("bigru", "top", False), ("dense", "top", False)])
+def test_finetune_fit_is_deterministic_and_keeps_best_epoch(head: str, mode: str, augment_on: bool) -> None:
     from saxlevel import finetune
     from saxlevel.stageutil import seed_everything
 
     data, images = _toy_images()
-    cfg = settings(epochs=3, patience=0)
+    cfg = settings(epochs=3, patience=0, finetune=mode, augment=augment_on)
     outs = []
     for _ in range(2):
         seed_everything(1)
@@ -183,4 +203,5 @@ def test_finetune_fit_is_deterministic_and_keeps_best_epoch(head: str) -> None:
         outs.append(finetune.predict(model, head, test, images[test.index.to_numpy()]))
     np.testing.assert_array_equal(outs[0], outs[1])
     assert outs[0].shape == (len(data[data.split == "test"]), 5)
+    assert model.input_shape[-3:] == (32, 32, 1)  # the returned model takes gray images, whatever trained
     np.testing.assert_allclose(outs[0].sum(1), 1, atol=1e-5)

@@ -137,3 +137,37 @@ def test_vectorised_bootstrap_matches_sklearn_per_resample() -> None:
         tp = np.diag(cms[r])
         mine = 2 * tp / np.maximum(2 * tp + (cms[r].sum(0) - tp) + (cms[r].sum(1) - tp), 1e-12)
         np.testing.assert_allclose(mine, f1)
+
+
+def test_comparison_pairs() -> None:
+    from saxlevel import evaluation
+
+    names = ["mobilenet-dense", "mobilenet-bigru", "resnet50v2-dense", "resnet50v2-bigru"]
+    finetuned = {"mobilenet-dense-ft": "mobilenet-dense", "mobilenet-bigru-ft": "mobilenet-bigru"}
+    pairs = evaluation.comparison_pairs(names, ["dense", "bigru"], finetuned)
+    assert pairs == [("mobilenet-bigru", "mobilenet-dense"), ("resnet50v2-bigru", "resnet50v2-dense"),
+                     ("mobilenet-dense-ft", "mobilenet-dense"), ("mobilenet-dense-ft", "position-only"),
+                     ("mobilenet-bigru-ft", "mobilenet-bigru"), ("mobilenet-bigru-ft", "position-only"),
+                     ("mobilenet-bigru-ft", "mobilenet-dense-ft")]
+    # no dense head in the paper grid: no CNN-RNN vs CNN claims; a fine-tuned model without frozen twin
+    assert evaluation.comparison_pairs(["mobilenet-bigru"], ["bigru"], {"efficientnetb0-bigru-ft": "efficientnetb0-bigru"}) \
+        == [("efficientnetb0-bigru-ft", "position-only")]
+
+
+def test_position_baseline_is_scored_like_a_model() -> None:
+    import pandas as pd
+
+    from saxlevel import CLASSES, evaluation
+
+    rows = []
+    for s in range(9):
+        split = "train" if s < 5 else ("val" if s < 7 else "test")
+        for phase in ("ED", "ES"):
+            for k in range(10):
+                rows.append({"split": split, "subject": s, "phase": phase, "order": k, "series": f"sax_{k}",
+                             "frame": 1, "label": CLASSES[min(k // 2, 4)]})
+    data = pd.DataFrame(rows)
+    pred = evaluation.position_baseline_predictions(data)
+    assert set(pred.split) == {"val", "test"} and len(pred) == 80
+    res = evaluation.evaluate_model(pred, 20, 0)
+    assert res["argmax"]["test"]["accuracy"] > 0.8 and "ci95" in res["argmax"]["test"]

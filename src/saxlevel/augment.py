@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-PAD = -1.0  # value of every pixel of a padded (absent) slice; real images are 0-255, never negative
+PAD = float("nan")  # every value of a padded (absent) slice; real images and features are finite
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def apply(images: np.ndarray, t: Transform) -> np.ndarray:
 
 
 def is_pad(image: np.ndarray) -> bool:
-    """A padded slice (every pixel PAD)."""
-    return bool(np.all(image == PAD))
+    """A padded slice (every value PAD, i.e. NaN)."""
+    return bool(np.all(np.isnan(image)))
 
 
 def augment_stacks(stacks: np.ndarray, rng: np.random.Generator, ranges: Ranges = Ranges()) -> np.ndarray:

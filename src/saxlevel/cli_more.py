@@ -49,8 +49,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `predict` and `label` on the `saxlevel` parser."""
     p = sub.add_parser("predict", help="levels of every slice of one subject's DICOM folder")
     p.add_argument("dicom_dir", help="one subject's study (Kaggle layout) or any folder of SAX DICOMs")
-    p.add_argument("--model", help="models/BACKBONE-HEAD.keras (default: the selected backbone/head in params.yaml)")
-    p.add_argument("--backbone-model", help="frozen backbone .keras (default: the one recorded in the model)")
+    p.add_argument("--model", help="models/BACKBONE-HEAD.keras or a fine-tuned models/finetuned/BACKBONE-HEAD.keras "
+                   "(default: the selected backbone/head in params.yaml)")
+    p.add_argument("--backbone-model", help="frozen backbone .keras for a head trained on the feature cache (default: the one recorded "
+                   "in the model; fine-tuned models hold their backbone)")
     p.add_argument("--out", help="output folder (default: predictions/<folder name>)")
     p.add_argument("--frames", default="ed-es", choices=["ed-es", "all"])
     p.add_argument("--decode", default="argmax", choices=["argmax", "ordered"])

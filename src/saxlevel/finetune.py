@@ -85,10 +85,11 @@ class GrayToBackbone(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="saxlevel")
 class SliceEncoder(keras.layers.Layer):
-    """Run an image model on every real slice of (B, T, H, W, 1) stacks -> (B, T, D) with a (B, T) mask.
+    """Run an image model on every real slice of (B, T, ...) stacks -> (B, T, D) with a (B, T) mask.
 
-    Padded slices (all pixels augment.PAD) are removed before the image model runs, so they never
-    enter BatchNorm batch statistics, and get zero features plus mask False for the RNN."""
+    The slices are images (B, T, H, W, 1), or cached outputs of a frozen bottom (finetune top). Padded
+    slices (all augment.PAD, NaN) are removed before the image model runs, so they never enter BatchNorm
+    batch statistics or any arithmetic, and get zero features plus mask False for the RNN."""
 
     def __init__(self, image_model, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -100,7 +101,8 @@ class SliceEncoder(keras.layers.Layer):
 
     @staticmethod
     def real(x):
-        return keras.ops.max(x, axis=(2, 3, 4)) >= 0.0  # PAD is negative, real pixels are 0-255
+        """(B, T) True for real slices: a padded slice is NaN everywhere, real ones are finite."""
+        return keras.ops.all(keras.ops.isfinite(x), axis=tuple(range(2, len(x.shape))))
 
     def call(self, x, training=None):
         import tensorflow as tf  # boolean_mask needs dynamic shapes: TF backend (the project's stack)
@@ -148,13 +150,68 @@ def build_model(name: str, head: str, backbone_model) -> keras.Model:
 
 def prepare(name: str, head: str, cfg: TrainSettings, bn_paths: Sequence[str]) -> tuple[keras.Model, dict]:
     """Backbone (BatchNorm statistics estimated for random weights), unfrozen per cfg, inside the model."""
+    backbone_model, facts = _backbone(name, cfg, bn_paths)
+    return build_model(name, head, backbone_model), facts
+
+
+def _backbone(name: str, cfg: TrainSettings, bn_paths: Sequence[str]) -> tuple[keras.Model, dict]:
     backbone_model, n_bn = features.prepare_backbone(name, cfg.image_size, cfg.weights, bn_paths)
     trainable = set_trainable(backbone_model, name, cfg.finetune, cfg.batchnorm_trains, cfg.bn_momentum)
-    model = build_model(name, head, backbone_model)
     facts = {"backbone_trainable_parameters": trainable, "backbone_parameters": int(backbone_model.count_params()),
              "batchnorm_trains": cfg.batchnorm_trains, "batchnorm_estimated_layers": n_bn,
              "top_blocks": TOP_BLOCKS[name][1] if cfg.finetune == "top" else None}
-    return model, facts
+    return backbone_model, facts
+
+
+def split_at_top(backbone_model, name: str) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) sharing the backbone's layers. bottom: gray image -> the tensors that enter the top
+    blocks, concatenated on channels (NASNet's last cell takes two); top: that -> features."""
+    start = top_start(backbone_model, name)
+    entering = [t for layer in backbone_model.layers[start:]
+                for t in (layer.input if isinstance(layer.input, list) else [layer.input])]
+    crossing = [layer.output for layer in backbone_model.layers[:start] if any(layer.output is t for t in entering)]
+    size = backbone_model.input_shape[1]
+    image = keras.Input((size, size, 1), name="image")
+    cut = keras.Model(backbone_model.input, crossing)(GrayToBackbone(name)(image))
+    bottom = keras.Model(image, keras.ops.concatenate(cut, axis=-1) if len(crossing) > 1 else cut[0],
+                         name=f"{name}_bottom")
+    channels = [int(t.shape[-1]) for t in crossing]
+    inp = keras.Input(bottom.output_shape[1:], name="bottom_output")
+    parts = keras.ops.split(inp, list(np.cumsum(channels)[:-1]), axis=-1) if len(crossing) > 1 else [inp]
+    top = keras.Model(inp, keras.Model(crossing, backbone_model.output)(parts), name=f"{name}_top")
+    return bottom, top
+
+
+def _head_layers(model) -> list:
+    """The head's layers: everything after the image model or the slice encoder."""
+    last = max(i for i, layer in enumerate(model.layers) if isinstance(layer, (keras.Model, SliceEncoder)))
+    return model.layers[last + 1:]
+
+
+def prepare_cached_top(name: str, head: str, cfg: TrainSettings, bn_paths: Sequence[str]):
+    """`finetune: top` without augmentation: the frozen bottom's outputs are computed once (a cache, like
+    extract's) and only the top blocks and the head train on them.
+
+    Returns (final model gray -> level, training model bottom-output -> level, bottom model, facts); the two
+    models share the top blocks' layers, and copy_head moves the head's weights after training."""
+    backbone_model, facts = _backbone(name, cfg, bn_paths)
+    bottom, top = split_at_top(backbone_model, name)
+    if head == "dense":
+        inp = keras.Input(bottom.output_shape[1:], name="bottom_output")
+        train_model = keras.Model(inp, apply_head("dense", top(inp)), name=f"{name}-dense-top")
+    else:
+        stack = keras.Input((None, *bottom.output_shape[1:]), name="stack")
+        encoder = SliceEncoder(top, name="slice_encoder")
+        train_model = keras.Model(stack, apply_head(head, encoder(stack), mask=encoder.compute_mask(stack)),
+                                  name=f"{name}-{head}-top")
+    facts["bottom_cache"] = list(bottom.output_shape[1:])
+    return build_model(name, head, backbone_model), train_model, bottom, facts
+
+
+def copy_head(source, target) -> None:
+    """Copy the head's weights layer by layer (same head architecture on both models)."""
+    for a, b in zip(_head_layers(source), _head_layers(target), strict=True):
+        b.set_weights(a.get_weights())
 
 
 class Batches(keras.utils.PyDataset):
@@ -191,20 +248,24 @@ class Batches(keras.utils.PyDataset):
             x = self.images[rows].astype(np.float32)
             if self.augment_on:
                 x = augment.augment_images(x, rng)
-            return x[..., None], self.labels[rows]
+            return with_channel(x, self.images), self.labels[rows]
         # One length for every batch of the dataset (tf.data fixes the shape from the first batch).
         x, y, w = pad_stacks(self.images, self.labels, picked, max(len(g) for g in self.groups))
         if self.augment_on:
             x = augment.augment_stacks(x, rng)
-        return x[..., None], y, w
+        return with_channel(x, self.images), y, w
+
+
+def with_channel(x: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Gray images (N, S, S) get their channel axis; cached bottom outputs (N, h, w, c) have one."""
+    return x[..., None] if source.ndim == 3 else x
 
 
 def pad_stacks(images: np.ndarray, labels: np.ndarray | None, stacks: list[np.ndarray],
                length: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(S, T, H, W) float images padded with PAD, (S, T, 5) one-hot labels, (S, T) weights 1 = real slice."""
+    """(S, T, ...) float slices padded with PAD, (S, T, 5) one-hot labels, (S, T) weights 1 = real slice."""
     t = length or max(len(s) for s in stacks)
-    h, w_ = images.shape[1:]
-    x = np.full((len(stacks), t, h, w_), augment.PAD, np.float32)
+    x = np.full((len(stacks), t, *images.shape[1:]), augment.PAD, np.float32)
     y = np.zeros((len(stacks), t, len(CLASSES)), np.float32)
     wt = np.zeros((len(stacks), t), np.float32)
     for i, rows in enumerate(stacks):
@@ -227,21 +288,30 @@ def fit(name: str, head: str, data: pd.DataFrame, images: np.ndarray, cfg: Train
         bn_paths: Sequence[str] = (), callbacks: list | None = None, progress: str | None = None):
     """Fine-tune on the train split (augmented if cfg.augment), validate on val; keep the best epoch.
 
-    ``images`` (N, S, S) uint8 is aligned with ``data``'s rows. Returns (model, best callback, history, facts)."""
+    ``images`` (N, S, S) uint8 is aligned with ``data``'s rows. Returns (model gray -> level, best-epoch
+    callback, history, facts). `finetune: top` without augmentation trains on the frozen bottom's cache."""
     from saxlevel.training import _best_weights_callback, _progress_callback
 
     data = data.reset_index(drop=True)
-    model, facts = prepare(name, head, cfg, bn_paths)
-    epochs, seed, max_slices = cfg.epochs, cfg.seed, cfg.max_slices
+    cached_top = cfg.finetune == "top" and not cfg.augment
+    if cached_top:
+        final, model, bottom, facts = prepare_cached_top(name, head, cfg, bn_paths)
+        inputs = np.asarray(bottom.predict(images.astype(np.float32)[..., None], batch_size=64, verbose=0))
+    else:
+        model, facts = prepare(name, head, cfg, bn_paths)
+        final, inputs = model, images
     model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss="categorical_crossentropy",
                   weighted_metrics=["accuracy"])
     labels = one_hot(data.label)
-    tr = batches(data[data.split == "train"], images, labels, head, batch_size, max_slices, cfg.augment, True, seed)
-    va = batches(data[data.split == "val"], images, labels, head, batch_size, max_slices, False, False, seed)
+    tr = batches(data[data.split == "train"], inputs, labels, head, batch_size, cfg.max_slices, cfg.augment, True,
+                 cfg.seed)
+    va = batches(data[data.split == "val"], inputs, labels, head, batch_size, cfg.max_slices, False, False, cfg.seed)
     best = _best_weights_callback(cfg.patience)
-    cbs = [best] + list(callbacks or []) + ([_progress_callback(epochs, progress)] if progress else [])
-    hist = model.fit(tr, validation_data=va, epochs=epochs, callbacks=cbs, verbose=0)
-    return model, best, hist, facts
+    cbs = [best] + list(callbacks or []) + ([_progress_callback(cfg.epochs, progress)] if progress else [])
+    hist = model.fit(tr, validation_data=va, epochs=cfg.epochs, callbacks=cbs, verbose=0)
+    if cached_top:
+        copy_head(model, final)
+    return final, best, hist, facts
 
 
 def predict(model, head: str, data: pd.DataFrame, images: np.ndarray, max_slices: int = 25,
@@ -249,11 +319,12 @@ def predict(model, head: str, data: pd.DataFrame, images: np.ndarray, max_slices
     """Per-image probabilities (N, 5) for ``data``'s rows; ``images`` (N, S, S) aligned with those rows."""
     data = data.reset_index(drop=True)
     if head not in RNN_HEADS:
-        return np.asarray(model.predict(images.astype(np.float32)[..., None], batch_size=batch_size, verbose=0))
+        x = with_channel(images.astype(np.float32), images)
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     out = np.zeros((len(data), len(CLASSES)), np.float32)
     for rows in stack_rows(data, max_slices):
         x, _, _ = pad_stacks(images, None, [rows])
-        out[rows] = np.asarray(model.predict(x[..., None], verbose=0))[0, : len(rows)]
+        out[rows] = np.asarray(model.predict(with_channel(x, images), verbose=0))[0, : len(rows)]
     return out
 
 

@@ -3,7 +3,7 @@
 dense: FC256-ReLU-Dropout(0.5)-FC5-softmax per image (the "CNN" rows of Table 5).
 lstm2 / gru2: two stacked 128-unit layers; bilstm / bigru: one bidirectional 128-unit layer
 (the "CNN-RNN" rows). RNN heads are many-to-many over a stack ordered apex->base, padded to
-max_slices with zero vectors that a Masking layer hides; softmax per slice.
+the longest stack with zero vectors that a Masking layer hides; softmax per slice.
 """
 
 from __future__ import annotations
