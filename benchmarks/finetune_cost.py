@@ -78,6 +78,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, help="image size (default: finetune_grid.image_size)")
     ap.add_argument("--steps", type=int, default=6, help="timed optimiser steps per measurement")
     ap.add_argument("--backbones", nargs="+", default=list(backbones.SPECS))
+    ap.add_argument("--heads", nargs="+", default=["dense", "bigru"],
+                    help="heads to measure (RNN heads for MobileNet only; they need the TensorFlow backend)")
     args = ap.parse_args()
     prm = P.load(args.params)
     size = args.size or int(P.get(prm, "finetune_grid.image_size"))
@@ -89,14 +91,17 @@ def main() -> None:
     images = finetune.load_images(train.path.tolist(), size)
     rows = []
     for name in args.backbones:
-        for head in ("dense", "bigru") if name == "mobilenet" else ("dense",):
+        for head in [h for h in args.heads if h == "dense" or name == "mobilenet"]:
             for mode in MODES:
                 ips = images_per_second(name, head, mode, settings(prm, mode, size), train, images, args.steps)
                 rows.append({"backbone": name, "head": head, "mode": mode, "train_images_per_s": round(ips, 1)})
                 print(f"{name:15s} {head:6s} {mode:10s} {ips:9.1f} training images/s", flush=True)
     table = pd.DataFrame(rows)
     wide = table.pivot_table(index=["backbone", "head"], columns="mode", values="train_images_per_s")[list(MODES)]
-    print(f"\nTraining images/s at {size} px on this machine (dense: Table 4 batch; bigru: 2 stacks):")
+    import keras
+
+    print(f"\nTraining images/s at {size} px on this machine, Keras backend {keras.backend.backend()} "
+          "(dense: Table 4 batch; bigru: 2 stacks):")
     print(wide.to_string())
     print("\nSlow-down against the cached head:")
     print((wide[["cached"]].to_numpy() / wide).round(1).to_string())
