@@ -3,7 +3,9 @@
 Modes, from cheapest to dearest:
   cached      the paper: frozen backbone, the head trains on the feature cache (extract paid once)
   frozen+aug  frozen backbone inside the model (needed for augmentation), no backbone gradients
-  top         the last blocks train (backbones.TOP_BLOCKS)
+  top         the last blocks train (backbones.TOP_BLOCKS), augmented images through the whole network
+  top-cached  the same without augmentation: the frozen bottom's outputs are cached once (not timed,
+              like extract) and only the top blocks and the head run
   all         the whole backbone trains
 Each figure is real optimiser steps (train_on_batch, dense head, the Table 4 batch size) on the default
 phantom's training PNGs (random weights, finetune_grid.image_size). RNN heads are measured for MobileNet
@@ -25,11 +27,12 @@ from saxlevel import backbones, finetune, heads, training
 from saxlevel import params as P
 from saxlevel.stageutil import seed_everything
 
-MODES = ("cached", "frozen+aug", "top", "all")
+MODES = ("cached", "frozen+aug", "top", "top-cached", "all")
 
 
 def settings(prm: dict, mode: str, size: int) -> P.TrainSettings:
-    over = {"finetune": "none" if mode in ("cached", "frozen+aug") else mode, "augment": mode != "cached",
+    over = {"finetune": {"cached": "none", "frozen+aug": "none", "top-cached": "top"}.get(mode, mode),
+            "augment": mode not in ("cached", "top-cached"),
             "image_size": size}
     prm = {**prm, P.FINETUNE_SECTION: {**prm[P.FINETUNE_SECTION], **over}}
     return P.train_settings(prm, P.FINETUNE_SECTION)
@@ -57,7 +60,11 @@ def images_per_second(name: str, head: str, mode: str, cfg: P.TrainSettings, par
             per_step = [batch] * (len(part) // batch)
             step = lambda i: model.train_on_batch(feats[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch])  # noqa: E731
     else:
-        model, _ = finetune.prepare(name, head, cfg, [])
+        if mode == "top-cached":
+            _, model, bottom, _ = finetune.prepare_cached_top(name, head, cfg, [])
+            images = np.asarray(bottom.predict(images.astype(np.float32)[..., None], batch_size=64, verbose=0))
+        else:
+            model, _ = finetune.prepare(name, head, cfg, [])
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
         data = finetune.batches(part, images, training.one_hot(part.label), head, batch, 25, cfg.augment, True, 0)
         per_step = [int(np.prod(data[i][1].shape[:-1])) if head == "dense" else int(data[i][2].sum())

@@ -205,3 +205,25 @@ def test_finetune_fit_is_deterministic_and_keeps_best_epoch(head: str, mode: str
     assert outs[0].shape == (len(data[data.split == "test"]), 5)
     assert model.input_shape[-3:] == (32, 32, 1)  # the returned model takes gray images, whatever trained
     np.testing.assert_allclose(outs[0].sum(1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", ["none", "imagenet"])
+def test_batchnorm_statistics_train_only_for_random_weights(weights: str) -> None:
+    """auto: one training step moves BatchNorm moving statistics with random weights, never with pretrained."""
+    import keras
+
+    from saxlevel import finetune
+
+    cfg = settings()
+    cfg = P.TrainSettings(**{**cfg.__dict__, "weights": weights})
+    backbone = backbones.build("mobilenet", 32, "none")  # offline stand-in for the pretrained network
+    finetune.set_trainable(backbone, "mobilenet", cfg.finetune, cfg.batchnorm_trains, cfg.bn_momentum)
+    model = finetune.build_model("mobilenet", "dense", backbone)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    bn = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization))
+    before = np.asarray(bn.moving_mean).copy()
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1)).astype(np.float32)
+    model.train_on_batch(x, np.eye(5, dtype=np.float32)[np.arange(8) % 5])
+    moved = not np.allclose(np.asarray(bn.moving_mean), before)
+    assert moved is (weights == "none")
+    assert any(w.name == "kernel" for w in backbone.trainable_weights)  # convolutions train either way
