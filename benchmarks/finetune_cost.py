@@ -115,7 +115,7 @@ def main() -> None:
     # Projection: each fine-tuned model = epochs x (train images at the training pace + validation images at
     # ~3x that pace, inference only); the RNN heads of a backbone cost what its dense head costs per image.
     dense = table[table["head"] == "dense"].set_index(["backbone", "mode"]).train_images_per_s
-    print(f"\nProjected 4 backbones x 5 heads x {epochs} epochs on the default phantom "
+    print(f"\nProjected {len(args.backbones)} backbone(s) x 5 heads x {epochs} epochs on the default phantom "
           f"({n_train} train + {n_val} val images per epoch):")
     for mode in MODES[1:]:
         per_model = {b: epochs * (n_train / dense[(b, mode)] + n_val / (3 * dense[(b, mode)]))
