@@ -6,7 +6,7 @@ from pathlib import Path
 
 from saxlevel import dicom, io
 from saxlevel import params as P
-from saxlevel.stageutil import option, parser
+from saxlevel.stageutil import StageError, parser, run_stage
 
 
 def main() -> int:
@@ -18,22 +18,21 @@ def main() -> int:
     ap.add_argument("--jobs", type=int)
     args = ap.parse_args()
     prm = P.load(args.params) if Path(args.params).exists() else {}
-    policy = option(args.policy, prm, "filter.policy", "paper")
-    jobs = option(args.jobs, prm, "filter.jobs", 2)
+    cfg = P.filter_settings(prm, args.policy, args.jobs)
+    io.check_output_dir(args.out)
     t0 = time.perf_counter()
-    try:
-        index, excluded, counts = dicom.index_root(args.raw, policy=policy, jobs=jobs)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"filter_dicom: error: {exc}", file=sys.stderr)
-        return 2
+    index, excluded, counts = dicom.index_root(args.raw, policy=cfg.policy, jobs=cfg.jobs)
     seconds = time.perf_counter() - t0
-    out = Path(args.out)
-    io.write_csv(out / "index.csv", index)
-    io.write_csv(out / "excluded.csv", excluded)
-    metrics = {"policy": policy, **counts, "seconds": round(seconds, 2),
+    rules = ", ".join(f"{k} {v}" for k, v in counts["excluded_by_rule"].items() if v)
+    if counts["subjects_kept"] == 0:
+        first = excluded[excluded.action == "excluded"].detail.iloc[0] if len(excluded) else "no images"
+        raise StageError(f"all {counts['subjects_found']} subjects excluded ({rules}); first reason: {first}")
+    with io.staged_dir(args.out) as tmp:
+        io.write_csv(tmp / "index.csv", index)
+        io.write_csv(tmp / "excluded.csv", excluded)
+    metrics = {"policy": cfg.policy, **counts, "seconds": round(seconds, 2),
                "files_per_second": round(counts["files_read"] / max(seconds, 1e-9), 1)}
     io.write_json(args.metrics, metrics)
-    rules = ", ".join(f"{k} {v}" for k, v in counts["excluded_by_rule"].items() if v)
     print(f"filter_dicom: {counts['subjects_found']} subjects -> {counts['subjects_kept']} kept "
           f"({counts['subjects_excluded']} excluded: {rules or 'none'}); {counts['files_read']} files "
           f"in {seconds:.1f} s ({metrics['files_per_second']} files/s)")
@@ -41,4 +40,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("filter_dicom", main))

@@ -18,6 +18,8 @@ def main() -> int:
         seed=int(P.get(prm, "phantom.seed")),
         frames=int(P.get(prm, "phantom.frames")),
         jobs=int(P.get(prm, "phantom.jobs", 2)),
+        format=str(P.get(prm, "phantom.format", "classic")),
+        transfer_syntax=str(P.get(prm, "phantom.transfer_syntax", "explicit")),
         defect_rates={k: float(v) for k, v in P.get(prm, "phantom.defect_rates").items()},
     )
     truth = make_phantom(args.out, cfg)

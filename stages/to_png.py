@@ -1,31 +1,14 @@
 """DVC stage to_png: choose the ED and ES frames and write each stack as 8-bit PNGs."""
 
 import json
-import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
-from saxlevel import io
+from saxlevel import dicom, images, io, parallel
 from saxlevel import params as P
-from saxlevel.images import PNG_COLUMNS, subject_to_png
-from saxlevel.stageutil import option, parser
-
-
-def _frame(value: str) -> int | str:
-    if str(value) == "auto":
-        return "auto"
-    try:
-        return int(value)
-    except ValueError:
-        raise SystemExit(f"to_png: error: frame must be a number or 'auto', got {value!r}") from None
-
-
-def _one(args):
-    return subject_to_png(*args)
+from saxlevel.stageutil import StageError, parser, run_stage
 
 
 def main() -> int:
@@ -39,36 +22,27 @@ def main() -> int:
     ap.add_argument("--jobs", type=int)
     args = ap.parse_args()
     prm = P.load(args.params) if Path(args.params).exists() else {}
-    ed = _frame(option(args.ed_frame, prm, "to_png.ed_frame", "auto"))
-    es = _frame(option(args.es_frame, prm, "to_png.es_frame", "auto"))
-    pct = tuple(float(x) for x in P.get(prm, "to_png.window", [2, 98]))
-    if len(pct) != 2 or not 0 <= pct[0] < pct[1] <= 100:
-        print(f"to_png: error: to_png.window must be [low, high] percentiles, got {list(pct)}", file=sys.stderr)
-        return 2
-    jobs = int(option(args.jobs, prm, "to_png.jobs", 2))
-    index = pd.read_csv(args.index)
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tasks = [(g, tmp, ed, es, pct) for _, g in index.groupby("subject", sort=True)]
-    with ProcessPoolExecutor(max(1, jobs)) as pool:
-        results = list(tqdm(pool.map(_one, tasks), total=len(tasks), desc="to_png", unit="subject"))
-    rows = [r for res in results for r in res[0]]
-    for r in rows:  # paths point to the final folder, not the temporary one
-        r["path"] = str(out / Path(r["path"]).relative_to(tmp))
-    excluded = pd.DataFrame([p for res in results for p in res[1]], columns=["subject", "rule", "detail", "action"])
-    tmp.mkdir(parents=True, exist_ok=True)
-    io.write_csv(tmp / "index.csv", pd.DataFrame(rows, columns=PNG_COLUMNS))
-    io.write_csv(tmp / "excluded.csv", excluded)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    cfg = P.png_settings(prm, args.ed_frame, args.es_frame, args.jobs)
+    index = images.read_index(args.index)
+    out = io.check_output_dir(args.out)
+    with io.staged_dir(out) as tmp:
+        tasks = [(g, tmp, cfg.ed_frame, cfg.es_frame, cfg.window) for _, g in index.groupby("subject", sort=True)]
+        results = parallel.map_isolated(images.safe_subject_to_png, tasks, cfg.jobs, on_crash=images.crash_result,
+                                        desc="to_png", unit="subject")
+        rows = [r for res in results for r in res[0]]
+        for r in rows:  # paths point to the final folder, not the temporary one
+            r["path"] = str(out / Path(r["path"]).relative_to(tmp))
+        excluded = pd.DataFrame([p for res in results for p in res[1]], columns=dicom.EXCLUDED_COLUMNS)
+        if not rows:
+            first = excluded.detail.iloc[0] if len(excluded) else "no subjects in the index"
+            raise StageError(f"all {len(tasks)} subjects excluded, nothing to write; first reason: {first}")
+        io.write_csv(tmp / "index.csv", pd.DataFrame(rows, columns=images.PNG_COLUMNS))
+        io.write_csv(tmp / "excluded.csv", excluded)
 
     chosen = {res[2]["subject"]: res[2] for res in results if "ed_frame" in res[2]}
     metrics: dict = {"subjects": len(tasks), "subjects_written": len(chosen), "images": len(rows),
                      "excluded_by_rule": excluded.rule.value_counts().to_dict(),
-                     "ed_frame": str(ed), "es_frame": str(es)}
+                     "ed_frame": str(cfg.ed_frame), "es_frame": str(cfg.es_frame)}
     if args.truth and Path(args.truth).exists():
         truth = json.loads(Path(args.truth).read_text())["subjects"]
         n_frames = {sid: int(g.frame.max()) for sid, g in index.groupby("subject")}
@@ -88,4 +62,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage("to_png", main))

@@ -28,8 +28,9 @@ def _orientation(flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def make_study(root: Path, sid: int, n_slices: int = 5, frames: int = 4, *, descending: bool = False,
                flip: bool = False, split: str = "train", nested: bool = True, start: int = 10,
                sl_sign: float = 1.0, skip: tuple = (), short: dict | None = None, dup: int | None = None,
-               extra_frames_series: dict | None = None) -> list[str]:
-    """Write a tiny SAX study; return the series names from apex to base."""
+               extra_frames_series: dict | None = None, same_place: dict | None = None) -> list[str]:
+    """Write a tiny SAX study; return the series names from apex to base. ``same_place`` {k: j} puts
+    slice k at slice j's position (a repeated acquisition stored under its own folder number)."""
     row, col, n = _orientation(flip)
     patient = dicomio.Patient(str(sid), "050Y", "F", 900.0, dicomio.uid("t", sid), dicomio.uid("f", sid))
     base = (root / split / split) if nested else (root / split)
@@ -43,7 +44,8 @@ def make_study(root: Path, sid: int, n_slices: int = 5, frames: int = 4, *, desc
         names.append(f"sax_{num}")
         if k in skip:
             continue
-        center = np.array([10.0, -20.0, 5.0]) + k * 10.0 * n  # k = 0 most apical
+        place = (same_place or {}).get(k, k)
+        center = np.array([10.0, -20.0, 5.0]) + place * 10.0 * n  # k = 0 most apical
         plane = geometry.plane_through(center, row, col, 2.0, 16, 12)
         for f in range(1, (short or {}).get(k, frames) + 1):
             pix = (np.arange(16 * 12).reshape(16, 12) % 50 + k).astype(np.uint16)

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from saxlevel.phantom import dicomio
+
 from conftest import REPO
 
 TINY = {
@@ -111,6 +113,15 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     want = pred_ft[pred_ft.subject == sid][["phase", "series", "p_mid"]]
     got = levels.merge(want, on=["phase", "series"], how="inner", suffixes=("", "_pipeline"))
     assert len(got) == len(want) and np.allclose(got.p_mid, got.p_mid_pipeline, atol=1e-5)
+    # The same subject exported as JPEG Lossless, and as Enhanced MR multi-frame files: the same levels.
+    original = pd.read_csv(tmp_path / "pred" / "levels.csv")
+    for form, syntax in (("classic", "jpeg-lossless"), ("enhanced", "explicit")):
+        copy = tmp_path / f"{form}-{syntax}" / str(sid)
+        shutil.copytree(study, copy)
+        dicomio.export_study(copy / "study", form, syntax)
+        _run(cli[:4] + [str(copy)] + cli[5:-1] + [str(tmp_path / f"pred-{form}")], repo, env)
+        levels = pd.read_csv(tmp_path / f"pred-{form}" / "levels.csv")
+        pd.testing.assert_frame_equal(levels, original)
 
     shown = json.loads(_run(dvc + ["plots", "show", "--json"], repo, env).stdout)
     assert not shown.get("errors"), shown.get("errors")

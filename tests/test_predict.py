@@ -21,12 +21,18 @@ def test_no_sax_images(tmp_path: Path) -> None:
         predict.index_folder(tmp_path / "missing")
 
 
-def test_corrupt_file_is_named(tmp_path: Path) -> None:
+def test_corrupt_file_is_dropped_and_named(tmp_path: Path) -> None:
+    """One bad file costs its frame, not its slice: predict keeps every slice at the frames all slices have."""
     make_study(tmp_path, 7)
     bad = tmp_path / "train/train/7/study/sax_12/IM-0012-0002.dcm"
     bad.write_bytes(b"garbage")
-    with pytest.raises(predict.PredictError, match="IM-0012-0002.dcm"):
-        predict.index_folder(tmp_path / "train/train/7")
+    with pytest.warns(UserWarning, match="IM-0012-0002.dcm.*file dropped"):
+        index = predict.index_folder(tmp_path / "train/train/7")
+    assert index.series.nunique() == 5 and sorted(index.frame.unique()) == [1, 3, 4]
+    make_study(tmp_path / "b", 8, skip=(2,))  # a missing folder: order comes from positions, all slices kept
+    with pytest.warns(UserWarning, match="noncontiguous.*all slices kept"):
+        index = predict.index_folder(tmp_path / "b/train/train/8")
+    assert index.series.nunique() == 4
 
 
 def test_mixed_orientations(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ def _phantom(args: argparse.Namespace) -> int:
         name, _, value = item.partition("=")
         rates[name] = float(value)
     params = PhantomParams(subjects=args.subjects, seed=args.seed, frames=args.frames, jobs=args.jobs,
-                           defect_rates=rates)
+                           defect_rates=rates, format=args.format, transfer_syntax=args.transfer_syntax)
     truth = make_phantom(args.out, params)
     n_def = sum(1 for s in truth["subjects"].values() if s["defects"])
     print(f"phantom: {len(truth['subjects'])} subjects ({n_def} with defects) written to {args.out}")
@@ -23,6 +23,8 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from saxlevel.phantom import dicomio
+
     parser = argparse.ArgumentParser(prog="saxlevel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -34,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--defect", action="append", metavar="NAME=RATE",
                    help="defect rate, e.g. --defect duplicate=0.1 (duplicate, inconsistent, noncontiguous, black)")
+    p.add_argument("--format", default="classic", choices=dicomio.FORMATS,
+                   help="classic: one file per image (Kaggle); enhanced: one Enhanced MR multi-frame file per series")
+    p.add_argument("--transfer-syntax", default="explicit", choices=sorted(dicomio.TRANSFER_SYNTAXES),
+                   help="write every file in this lossless transfer syntax (default: uncompressed, as Kaggle)")
     p.set_defaults(func=_phantom)
 
     from saxlevel import cli_more

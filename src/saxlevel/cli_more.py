@@ -25,7 +25,7 @@ def _predict(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         try:
             table, seconds = predict.run(args.dicom_dir, model, out, args.frames, args.decode, args.backbone_model)
-        except predict.PredictError as exc:
+        except (predict.PredictError, OSError) as exc:
             print(f"saxlevel predict: error: {exc}", file=sys.stderr)
             return 2
     for w in caught:

@@ -3,40 +3,70 @@
 Paper section 2.1 drops a subject when (1) more than one image has the same identifiers
 (subject, slice index N of sax_N, frame), (2) the number of slices differs between frames, or
 (3) the slice indices are not contiguous. Policy ``repair`` keeps such subjects instead and records
-what it changed. Files that cannot be used (unreadable, truncated, no pixels, missing tags) exclude
-their subject with a reason naming the file.
+what it changed. Policy ``predict`` (one new subject, saxlevel predict) repairs what it can without
+losing slices: rule 2 keeps the frames all slices have, rule 3 only warns. Files that cannot be used (unreadable, truncated, no pixels, missing tags, a transfer
+syntax nothing here decodes, invalid geometry) exclude their subject with a reason naming the file.
+
+One index row is one image. Classic files hold one image; enhanced (and classic multi-frame) MR files
+hold many, each indexed as its own row with ``file_frame`` (0-based frame inside the file) from the
+per-frame functional groups, so every later stage treats them like one file per image.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
+import struct
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pydicom
-from tqdm import tqdm
+import pydicom.pixels
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from saxlevel import parallel
 
 SPLITS = ("train", "validate", "test")
-RULES = ("duplicate", "inconsistent", "noncontiguous", "unreadable", "no_sax", "not_sax", "orientation",
-         "empty_series")
-REQUIRED_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "Rows", "Columns", "PixelSpacing",
-                 "InstanceNumber", "BitsAllocated")
+RULES = ("duplicate", "inconsistent", "noncontiguous", "unreadable", "undecodable", "bad_geometry", "no_sax",
+         "not_sax", "orientation", "empty_series", "error")
+# Rules that judge a single file (the others judge a subject's stack).
+FILE_RULES = ("unreadable", "undecodable", "bad_geometry", "not_sax", "error")
 SAX_FOLDER = re.compile(r"^sax_(\d+)$")
 # Patient LPS direction from apex to base (right, posterior, superior): the LV apex points
 # anterior, inferior and left, so a SAX normal is oriented to have a positive component along this.
 BASE_DIRECTION = np.array([-1.0, 1.0, 1.0]) / np.sqrt(3.0)
 # Slices whose normals differ by more than this are not one parallel stack.
 MAX_NORMAL_ANGLE_DEG = 10.0
+# ImageOrientationPatient: row and column direction cosines must be unit length and orthogonal. DICOM
+# decimal strings carry at most 16 characters, and some scanners write only 3-4 decimals (error ~1e-3).
+IOP_TOLERANCE = 0.01
+# Two series closer than this share of SliceThickness are at the same place: Kaggle slices are 6-8 mm
+# thick with steps of 5-10 mm (never below 0.6 x thickness), while a repeated acquisition at one place
+# differs by rounding only. Without SliceThickness, SAME_POSITION_MM applies.
+SAME_POSITION_FRACTION = 0.25
+SAME_POSITION_MM = 1.0
+PIXEL_DATA = 0x7FE00010
+ITEM, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 
-INDEX_COLUMNS = ["subject", "split", "series", "slice", "frame", "path", "position_mm", "order",
+INDEX_COLUMNS = ["subject", "split", "series", "slice", "frame", "path", "file_frame", "position_mm", "order",
                  "rows", "cols", "pixel_spacing", "slice_thickness", "series_number", "acquisition",
                  "trigger_time", "slice_location"]
 EXCLUDED_COLUMNS = ["subject", "rule", "detail", "action"]
+
+
+class FileDefect(ValueError):
+    """One file cannot be used; ``rule`` is the exclusion rule, the message names the file and the tag."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(detail)
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -56,7 +86,7 @@ def find_studies(raw: str | Path) -> list[Study]:
         for parent in (raw / split, raw / split / split):
             if not parent.is_dir():
                 continue
-            for sub in parent.iterdir():
+            for sub in sorted(parent.iterdir()):
                 if sub.name.isdigit() and (sub / "study").is_dir():
                     found[int(sub.name)] = Study(int(sub.name), split, sub / "study")
     if not found:
@@ -67,46 +97,265 @@ def find_studies(raw: str | Path) -> list[Study]:
     return [found[k] for k in sorted(found)]
 
 
-def read_header(path: Path) -> dict:
-    """One image's header fields (pixels never read); raises ValueError naming what is wrong."""
-    try:
-        with open(path, "rb") as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True)
-            pixel_tell = fp.tell()
-    except Exception as exc:  # pydicom raises many types for damaged files
-        raise ValueError(f"unreadable DICOM {path}: {exc.__class__.__name__}: {exc}") from None
-    missing = [t for t in REQUIRED_TAGS if t not in ds]
-    if missing:
-        raise ValueError(f"{path}: missing required tag(s) {', '.join(missing)}")
-    # stop_before_pixels leaves the file at the PixelData element: what follows must hold the pixels.
-    remaining = os.path.getsize(path) - pixel_tell
-    expected = int(ds.Rows) * int(ds.Columns) * int(ds.BitsAllocated) // 8
-    if remaining < 8:
-        raise ValueError(f"{path}: no pixel data")
-    if remaining < expected:
-        raise ValueError(f"{path}: truncated ({remaining} bytes left, pixel data needs {expected})")
-    iop = np.array(ds.ImageOrientationPatient, dtype=float)
-    return {
-        "frame": int(ds.InstanceNumber),
-        "ipp": np.array(ds.ImagePositionPatient, dtype=float),
-        "normal": np.cross(iop[:3], iop[3:]),
-        "rows": int(ds.Rows),
-        "cols": int(ds.Columns),
-        "pixel_spacing": float(ds.PixelSpacing[0]),
-        "slice_thickness": _number(ds, "SliceThickness", float, np.nan),
+def sax_folders(study: Path) -> list[tuple[str, int, Path]]:
+    """(name, slice index N, folder) of every sax_N folder of a study, by N."""
+    found = [(p.name, int(m.group(1)), p) for p in study.iterdir() if p.is_dir() and (m := SAX_FOLDER.match(p.name))]
+    return sorted(found, key=lambda t: t[1])
+
+
+def sax_entries(study: Path) -> list[tuple[str, int, Path]]:
+    """(series, slice index N, file) for every .dcm file in the sax_N folders of a study."""
+    return [(name, n, f) for name, n, folder in sax_folders(study) for f in sorted(folder.glob("*.dcm"))]
+
+
+# --- one file -> its images' header fields ---------------------------------------------------------
+
+def read_frames(path: str | Path) -> list[dict]:
+    """Header fields of every image in one file (pixels never decoded); raises FileDefect naming the problem.
+
+    Checks: the file parses; a decoder exists for its transfer syntax; the pixel data is complete and
+    matches Rows x Columns x frames; each image's geometry is valid (see ``geometry``).
+    """
+    path = Path(path)
+    ds, notes = _open(path)
+    _check_pixel_data(path, ds, notes)
+    common = {
+        "rows": _positive_int(path, ds, "Rows"),
+        "cols": _positive_int(path, ds, "Columns"),
         "series_number": _number(ds, "SeriesNumber", int, 0),
         "acquisition": _number(ds, "AcquisitionNumber", int, 0),
-        "trigger_time": _number(ds, "TriggerTime", float, np.nan),
-        "slice_location": _number(ds, "SliceLocation", float, np.nan),
         "description": str(ds.get("SeriesDescription", "")),
     }
+    n = number_of_frames(path, ds)
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        frames = _functional_group_frames(path, ds, n)
+    else:
+        # Classic files: one geometry for all images; a classic multi-frame file is a cine at one place.
+        geo = geometry(path, ds, ds, ds)
+        instance = _required_int(path, ds, "InstanceNumber") if n == 1 else None
+        frame_time = _number(ds, "FrameTime", float, np.nan)
+        frames = [{**geo, "frame": instance if n == 1 else k + 1,
+                   "trigger_time": _number(ds, "TriggerTime", float, np.nan) if n == 1 else k * frame_time,
+                   "slice_thickness": _number(ds, "SliceThickness", float, np.nan),
+                   "slice_location": _number(ds, "SliceLocation", float, np.nan)} for k in range(n)]
+    return [{**common, **f, "file_frame": k} for k, f in enumerate(frames)]
 
 
-def _number(ds: pydicom.Dataset, tag: str, kind: type, default: float) -> float:
-    """An optional numeric tag (absent or empty -> default)."""
-    value = ds.get(tag)
-    return default if value is None or value == "" else kind(value)
+def _open(path: Path) -> tuple[Dataset, list[str]]:
+    """The dataset with its pixel data left unread (deferred), and pydicom's warnings while parsing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, defer_size=256)
+        except Exception as exc:  # pydicom raises many types for damaged files
+            raise FileDefect("unreadable", f"unreadable DICOM {path}: {exc.__class__.__name__}: {exc}") from None
+    return ds, [str(w.message) for w in caught]
 
+
+@functools.lru_cache(maxsize=64)
+def decoder_problem(syntax: str) -> str | None:
+    """Why pixel data in this transfer syntax cannot be decoded here, or None when it can."""
+    uid = UID(syntax)
+    try:
+        decoder = pydicom.pixels.get_decoder(uid)
+    except NotImplementedError:
+        return f"transfer syntax {uid.name} ({uid}) has no pixel data decoder in pydicom"
+    if not decoder.is_available:
+        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items()) if hasattr(
+            decoder, "missing_dependencies") else ""
+        return (f"transfer syntax {uid.name} ({uid}) needs a decoder plugin that is not installed "
+                f"({missing or 'see pydicom docs'}); `pip install -r requirements.txt` installs pylibjpeg's")
+    return None
+
+
+def _check_pixel_data(path: Path, ds: Dataset, notes: list[str]) -> None:
+    """Pixel data present, decodable, complete, and as large as Rows x Columns x frames says."""
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", Dataset()):
+        raise FileDefect("unreadable", f"{path}: no file meta information (TransferSyntaxUID missing)")
+    syntax = ds.file_meta.TransferSyntaxUID
+    elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if elem is None:
+        eof = next((n for n in notes if "End of file" in n or "EOF" in n), None)
+        raise FileDefect("unreadable", f"{path}: truncated ({eof})" if eof else f"{path}: no pixel data")
+    problem = decoder_problem(str(syntax))
+    if problem:
+        raise FileDefect("undecodable", f"{path}: {problem}")
+    if _number(ds, "SamplesPerPixel", int, 1) != 1:
+        raise FileDefect("unreadable", f"{path}: SamplesPerPixel {ds.SamplesPerPixel}: not a grayscale image")
+    rows, cols = _positive_int(path, ds, "Rows"), _positive_int(path, ds, "Columns")
+    bits = _positive_int(path, ds, "BitsAllocated")
+    n = number_of_frames(path, ds)
+    length = getattr(elem, "length", None)
+    value = getattr(elem, "value", None)
+    if syntax.is_encapsulated:
+        if not syntax.is_deflated:
+            _check_fragments(path, elem, n)
+        return
+    if length is None or length == 0xFFFFFFFF:
+        length = len(value or b"")
+    if value is not None and len(value) < length:
+        raise FileDefect("unreadable", f"{path}: truncated ({len(value)} of {length} pixel data bytes)")
+    if not syntax.is_deflated and getattr(elem, "value_tell", 0) + length > os.path.getsize(path):
+        left = os.path.getsize(path) - elem.value_tell
+        raise FileDefect("unreadable", f"{path}: truncated ({left} bytes left, pixel data needs {length})")
+    expected = rows * cols * n * bits // 8
+    if not expected <= length <= expected + 1:  # +1: odd lengths are padded to even
+        raise FileDefect("bad_geometry", f"{path}: pixel data holds {length} bytes but Rows x Columns x "
+                         f"NumberOfFrames x BitsAllocated = {rows} x {cols} x {n} x {bits} bits = {expected} bytes")
+
+
+def _check_fragments(path: Path, elem: Any, frames: int) -> None:
+    """Encapsulated pixel data: items up to the sequence delimiter, at least one fragment per frame."""
+    buf = elem.value  # read already (short elements are not deferred): pydicom found the delimiter
+    whole = buf is not None
+    if buf is None:
+        with open(path, "rb") as fp:
+            fp.seek(elem.value_tell)
+            buf = fp.read()
+    off, items = 0, 0
+    while True:
+        if whole and off == len(buf):
+            break
+        if off + 8 > len(buf):
+            raise FileDefect("unreadable", f"{path}: truncated (compressed pixel data ends before its delimiter)")
+        group, element, length = struct.unpack_from("<HHI", buf, off)
+        if (group, element) == SEQUENCE_END:
+            break
+        if (group, element) != ITEM or off + 8 + length > len(buf):
+            raise FileDefect("unreadable", f"{path}: truncated or damaged compressed pixel data "
+                             f"(item {items} at byte {off})")
+        off, items = off + 8 + length, items + 1
+    if items - 1 < frames:  # the first item is the Basic Offset Table
+        raise FileDefect("unreadable", f"{path}: compressed pixel data has {max(items - 1, 0)} fragment(s) "
+                         f"for {frames} frame(s)")
+
+
+def number_of_frames(path: str | Path, ds: Dataset) -> int:
+    """NumberOfFrames (1 when absent)."""
+    value = ds.get("NumberOfFrames")
+    if value in (None, ""):
+        return 1
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise FileDefect("unreadable", f"{path}: NumberOfFrames {value!r} is not an integer") from None
+    if n < 1:
+        raise FileDefect("unreadable", f"{path}: NumberOfFrames {n} < 1")
+    return n
+
+
+def geometry(path: Path, position: Dataset, orientation: Dataset, measures: Dataset, where: str = "") -> dict:
+    """Validated image geometry: IPP (3 finite numbers), IOP (two unit orthogonal direction cosine vectors),
+    PixelSpacing (2 finite positive numbers). ``where`` names the frame for multi-frame files."""
+    ipp = _numbers(path, position, "ImagePositionPatient", 3, where)
+    iop = _numbers(path, orientation, "ImageOrientationPatient", 6, where)
+    row, col = iop[:3], iop[3:]
+    if (abs(np.linalg.norm(row) - 1) > IOP_TOLERANCE or abs(np.linalg.norm(col) - 1) > IOP_TOLERANCE
+            or abs(float(row @ col)) > IOP_TOLERANCE):
+        raise FileDefect("bad_geometry", f"{path}: {where}ImageOrientationPatient {iop.tolist()} is not two "
+                         f"orthogonal unit vectors (tolerance {IOP_TOLERANCE})")
+    spacing = _numbers(path, measures, "PixelSpacing", 2, where)
+    if (spacing <= 0).any():
+        raise FileDefect("bad_geometry", f"{path}: {where}PixelSpacing {spacing.tolist()} must be positive")
+    return {"ipp": ipp, "normal": np.cross(row, col), "pixel_spacing": float(spacing[0])}
+
+
+def _numbers(path: Path, item: Dataset, keyword: str, n: int, where: str) -> np.ndarray:
+    """``n`` finite numbers from a decimal-string tag, or FileDefect('bad_geometry') naming file and tag."""
+    try:
+        value = item.get(keyword)
+    except Exception as exc:  # pydicom converts DS on access and raises on garbage
+        raise FileDefect("bad_geometry", f"{path}: {where}{keyword} is not numeric ({exc})") from None
+    if value is None or value == "":
+        raise FileDefect("bad_geometry", f"{path}: {where}{keyword} missing")
+    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    try:
+        arr = np.array([float(v) for v in values])
+    except (TypeError, ValueError):
+        raise FileDefect("bad_geometry", f"{path}: {where}{keyword} {values} is not numeric") from None
+    if arr.shape != (n,):
+        raise FileDefect("bad_geometry", f"{path}: {where}{keyword} has {arr.size} value(s), needs {n}")
+    if not np.isfinite(arr).all():
+        raise FileDefect("bad_geometry", f"{path}: {where}{keyword} {arr.tolist()} is not finite")
+    return arr
+
+
+def _functional_group_frames(path: Path, ds: Dataset, n: int) -> list[dict]:
+    """Enhanced MR: each frame's geometry and timing from its per-frame (else the shared) functional groups."""
+    per_frame = ds.PerFrameFunctionalGroupsSequence
+    if len(per_frame) != n:
+        raise FileDefect("bad_geometry", f"{path}: {len(per_frame)} per-frame functional groups for "
+                         f"NumberOfFrames {n}")
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else Dataset()
+
+    def macro(item: Dataset, keyword: str, k: int) -> Dataset:
+        for source in (item, shared):
+            seq = source.get(keyword)
+            if seq:
+                return seq[0]
+        raise FileDefect("bad_geometry", f"{path}: frame {k + 1}: no {keyword} in the functional groups")
+
+    frames = []
+    for k, item in enumerate(per_frame):
+        where = f"frame {k + 1} "
+        measures = macro(item, "PixelMeasuresSequence", k)
+        geo = geometry(path, macro(item, "PlanePositionSequence", k), macro(item, "PlaneOrientationSequence", k),
+                       measures, where)
+        content = item.get("FrameContentSequence")
+        cardiac = item.get("CardiacSynchronizationSequence") or shared.get("CardiacSynchronizationSequence")
+        frames.append({**geo, "slice_thickness": _number(measures, "SliceThickness", float, np.nan),
+                       "temporal": _number(content[0], "TemporalPositionIndex", int, 0) if content else 0,
+                       "trigger_time": _number(cardiac[0], "NominalCardiacTriggerDelayTime", float, np.nan)
+                       if cardiac else np.nan, "slice_location": np.nan})
+    return _number_frames(frames)
+
+
+def _number_frames(frames: list[dict]) -> list[dict]:
+    """The cardiac frame number of each image: TemporalPositionIndex when every frame has one, else the rank
+    by trigger delay (then file order) among the file's images at the same position."""
+    if all(f["temporal"] > 0 for f in frames):
+        return [{**{k: v for k, v in f.items() if k != "temporal"}, "frame": f["temporal"]} for f in frames]
+    at: dict[tuple, list[int]] = {}
+    for k, f in enumerate(frames):
+        at.setdefault(tuple(np.round(f["ipp"], 1)), []).append(k)
+    number = {}
+    for ks in at.values():
+        ranked = sorted(ks, key=lambda k: (np.nan_to_num(frames[k]["trigger_time"], nan=np.inf), k))
+        number.update({k: i + 1 for i, k in enumerate(ranked)})
+    return [{**{k: v for k, v in f.items() if k != "temporal"}, "frame": number[i]} for i, f in enumerate(frames)]
+
+
+def _positive_int(path: Path, ds: Dataset, keyword: str) -> int:
+    value = _required_int(path, ds, keyword)
+    if value < 1:
+        raise FileDefect("bad_geometry", f"{path}: {keyword} {value} must be positive")
+    return value
+
+
+def _required_int(path: Path, ds: Dataset, keyword: str) -> int:
+    """A required integer tag, or FileDefect('unreadable') naming file and tag."""
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            raise FileDefect("unreadable", f"{path}: missing required tag {keyword}")
+        return int(value)
+    except FileDefect:
+        raise
+    except Exception:
+        raise FileDefect("unreadable", f"{path}: {keyword} {ds.get(keyword, '?')!r} is not an integer") from None
+
+
+def _number(ds: Dataset, tag: str, kind: type, default: float) -> Any:
+    """An optional numeric tag (absent, empty or not a number -> default)."""
+    try:
+        value = ds.get(tag)
+        return default if value is None or value == "" else kind(value)
+    except Exception:
+        return default
+
+
+# --- one subject -> index rows and exclusion records --------------------------------------------------
 
 def oriented_normal(normal: np.ndarray) -> np.ndarray:
     """The unit stack normal pointing from the apex toward the base (see BASE_DIRECTION)."""
@@ -114,22 +363,23 @@ def oriented_normal(normal: np.ndarray) -> np.ndarray:
     return n if float(n @ BASE_DIRECTION) >= 0 else -n
 
 
-def _is_sax_description(desc: str) -> bool:
+def is_sax_description(desc: str) -> bool:
     """SeriesDescription cross-check: a sax_ folder must not hold a long-axis series."""
     d = desc.lower()
     return not any(k in d for k in ("2ch", "4ch", "3ch", "lax", "lvot"))
 
 
+Problem = Callable[..., None]
+
+
 def index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[dict], int]:
     """(kept image rows, exclusion/repair records, files read) for one Kaggle-layout subject."""
-    folders = sorted((p for p in study.path.iterdir() if p.is_dir() and SAX_FOLDER.match(p.name)),
-                     key=lambda p: int(SAX_FOLDER.match(p.name).group(1)))
+    folders = sax_folders(study.path)
     if not folders:
         return [], [{"subject": study.subject, "rule": "no_sax", "detail": f"no sax_N series folder in {study.path}",
                      "action": "excluded"}], 0
-    entries = [(folder.name, int(SAX_FOLDER.match(folder.name).group(1)), f)
-               for folder in folders for f in sorted(folder.glob("*.dcm"))]
-    empty = [f.name for f in folders if not any(f.glob("*.dcm"))]
+    entries = sax_entries(study.path)
+    empty = [name for name, _, folder in folders if not any(folder.glob("*.dcm"))]
     rows, problems, n_files = index_entries(study.subject, study.split, entries, policy)
     if empty:
         # An empty series folder is a slice without images: excluded under the paper policy
@@ -142,73 +392,97 @@ def index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[d
     return rows, problems, n_files
 
 
-def index_entries(sid: int, split: str, entries: list[tuple[str, int, Path]],
-                  policy: str = "paper") -> tuple[list[dict], list[dict], int]:
-    """Apply the exclusion rules and apex->base ordering to (series name, slice index N, file) entries."""
-    problems: list[dict] = []
-
-    def problem(rule: str, detail: str, action: str = "excluded") -> None:
-        problems.append({"subject": sid, "rule": rule, "detail": detail, "action": action})
-
+def read_entries(sid: int, split: str, entries: list[tuple[str | None, int, Path]], problem: Problem,
+                 drop_bad_files: bool = False) -> list[dict]:
+    """Index rows of every image in (series, slice index, file) entries; a bad file is a recorded problem
+    (its subject excluded, or with ``drop_bad_files`` the file dropped and the drop recorded)."""
     rows: list[dict] = []
     for series, n, f in entries:
         try:
-            h = read_header(f)
-        except ValueError as exc:
-            problem("unreadable", str(exc))
+            frames = read_frames(f)
+            if not is_sax_description(frames[0]["description"]):
+                raise FileDefect("not_sax", f"{f}: series {series} but SeriesDescription "
+                                 f"{frames[0]['description']!r}")
+        except FileDefect as exc:
+            _file_problem(problem, exc.rule, str(exc), drop_bad_files)
             continue
-        if not _is_sax_description(h["description"]):
-            problem("not_sax", f"{f}: series {series} but SeriesDescription {h['description']!r}")
+        except Exception as exc:  # noqa: BLE001  a file no check foresaw must not stop the run
+            _file_problem(problem, "error", f"{f}: {exc.__class__.__name__}: {exc}", drop_bad_files)
             continue
-        rows.append({"subject": sid, "split": split, "series": series, "slice": n, "path": str(f), **h})
-    n_files = len(entries)
+        rows.extend({"subject": sid, "split": split, "series": series, "slice": n, "path": str(f), **h}
+                    for h in frames)
+    return rows
+
+
+def _file_problem(problem: Problem, rule: str, detail: str, drop: bool) -> None:
+    if drop:
+        problem(rule, detail + "; file dropped", "repaired")
+    else:
+        problem(rule, detail)
+
+
+def index_entries(sid: int, split: str, entries: list[tuple[str, int, Path]], policy: str = "paper",
+                  drop_bad_files: bool = False) -> tuple[list[dict], list[dict], int]:
+    """Read (series name, slice index N, file) entries, apply the exclusion rules and order apex->base."""
+    problems: list[dict] = []
+    problem = _recorder(sid, problems)
+    rows = read_entries(sid, split, entries, problem, drop_bad_files)
+    return apply_rules(sid, rows, problems, policy), problems, len(entries)
+
+
+def index_files(sid: int, split: str, files: list[Path], policy: str = "predict",
+                drop_bad_files: bool = True) -> tuple[list[dict], list[dict], int]:
+    """Index a flat folder of DICOM files: long-axis series dropped, slices = distinct positions along the
+    stack normal (apex first), named slice_K."""
+    problems: list[dict] = []
+    problem = _recorder(sid, problems)
+    rows = read_entries(sid, split, [(None, 0, f) for f in files], problem, drop_bad_files)
+    sax = [r for r in rows if is_sax_description(r["description"])]
+    if sax:
+        n0 = oriented_normal(sax[0]["normal"])
+        positions = np.array([float(r["ipp"] @ n0) for r in sax])
+        thickness = np.array([r["slice_thickness"] for r in sax])
+        cluster = _position_clusters(positions, thickness)
+        for r, k in zip(sax, cluster):
+            r["series"], r["slice"] = f"slice_{k}", int(k)
+    return apply_rules(sid, sax, problems, policy), problems, len(files)
+
+
+def _recorder(sid: int, problems: list[dict]) -> Problem:
+    def problem(rule: str, detail: str, action: str = "excluded") -> None:
+        problems.append({"subject": sid, "rule": rule, "detail": detail, "action": action})
+    return problem
+
+
+def same_position_mm(thickness: float) -> float:
+    """Positions closer than this are one place (see SAME_POSITION_FRACTION)."""
+    return SAME_POSITION_FRACTION * thickness if np.isfinite(thickness) and thickness > 0 else SAME_POSITION_MM
+
+
+def _position_clusters(positions: np.ndarray, thickness: np.ndarray) -> np.ndarray:
+    """Cluster number (0 = most apical) of each position: sorted neighbours closer than same_position_mm join."""
+    order = np.argsort(positions, kind="stable")
+    out = np.zeros(len(positions), dtype=int)
+    k = 0
+    for a, b in zip(order, order[1:]):
+        tol = same_position_mm(float(np.nanmax([thickness[a], thickness[b], np.nan]))
+                               if np.isfinite([thickness[a], thickness[b]]).any() else np.nan)
+        if positions[b] - positions[a] >= tol:
+            k += 1
+        out[b] = k
+    return out
+
+
+def apply_rules(sid: int, rows: list[dict], problems: list[dict], policy: str) -> list[dict]:
+    """The kept, apex->base ordered index rows of one subject after the exclusion rules (records appended)."""
+    problem = _recorder(sid, problems)
     if not rows and not problems:
         problem("no_sax", "no SAX DICOM images in the sax_N folders")
-    if not rows or any(p["rule"] in ("unreadable", "not_sax") for p in problems):
-        return [], problems, n_files
+    if not rows or any(p["rule"] in FILE_RULES and p["action"] == "excluded" for p in problems):
+        return []
 
     df = pd.DataFrame(rows)
-    # Rule 1: several images with the same identifiers (subject, slice N, frame).
-    dup = df[df.duplicated(["slice", "frame"], keep=False)]
-    if len(dup):
-        first = dup.iloc[0]
-        names = ", ".join(Path(p).name for p in dup[(dup.slice == first.slice) & (dup.frame == first.frame)].path)
-        detail = (f"{dup.groupby(['slice', 'frame']).ngroups} (slice, frame) identifiers repeated, "
-                  f"e.g. {first.series} frame {first.frame}: {names}")
-        if policy == "repair":
-            # Kaggle FAQ: the last acquisition at a location is usually the best one.
-            df = df.sort_values(["slice", "frame", "series_number", "acquisition", "path"])
-            df = df.drop_duplicates(["slice", "frame"], keep="last")
-            problem("duplicate", detail + "; kept the last acquisition", "repaired")
-        else:
-            problem("duplicate", detail)
-    # Rule 2: the number of slices differs between frames.
-    per_frame = df.groupby("frame")["slice"].nunique()
-    if per_frame.nunique() > 1:
-        frames_per_slice = df.groupby("series")["frame"].nunique()
-        short = frames_per_slice[frames_per_slice < frames_per_slice.max()]
-        detail = (f"slices per frame vary {per_frame.min()}-{per_frame.max()}; "
-                  f"{', '.join(f'{s} has {c} frames' for s, c in short.items())} (others {frames_per_slice.max()})")
-        if policy == "repair":
-            df = df[~df.series.isin(short.index)]
-            problem("inconsistent", detail + "; dropped the short slices", "repaired")
-        else:
-            problem("inconsistent", detail)
-    # Rule 3: slice indices not contiguous.
-    idx = sorted(df["slice"].unique())
-    gaps = [f"sax_{i}" for i in range(idx[0], idx[-1] + 1) if i not in set(idx)]
-    if gaps:
-        detail = f"slice indices {idx[0]}-{idx[-1]} miss {', '.join(gaps)}"
-        if policy == "repair":
-            run = _longest_run(idx)
-            df = df[df["slice"].isin(run)]
-            problem("noncontiguous", detail + f"; kept the longest run sax_{run[0]}-sax_{run[-1]}", "repaired")
-        else:
-            problem("noncontiguous", detail)
-    if any(p["action"] == "excluded" for p in problems):
-        return [], problems, n_files
-
-    # Apex -> base order from geometry: position = IPP . n, n oriented toward the base.
+    # One parallel stack: every slice normal within MAX_NORMAL_ANGLE_DEG of the first.
     normals = np.stack(df["normal"].to_numpy())
     n0 = oriented_normal(normals[0])
     cosines = np.abs(normals @ n0) / np.linalg.norm(normals, axis=1)
@@ -216,12 +490,93 @@ def index_entries(sid: int, split: str, entries: list[tuple[str, int, Path]],
         worst = df.iloc[int(np.argmin(cosines))]
         angle = np.rad2deg(np.arccos(np.clip(cosines.min(), -1, 1)))
         problem("orientation", f"{worst.path}: slice normal {angle:.0f} deg from the stack's; not one SAX stack")
-        return [], problems, n_files
+        return []
+    # Apex -> base position of each image: IPP . n, n oriented toward the base.
     df["position_mm"] = [float(ipp @ n0) for ipp in df["ipp"]]
+
+    # Rule 1: several images with the same identifiers (subject, slice N, frame).
+    dup = df[df.duplicated(["slice", "frame"], keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        names = ", ".join(f"{Path(p).name}" + (f"[{k}]" if k else "")
+                          for p, k in dup[(dup.slice == first.slice) & (dup.frame == first.frame)][["path", "file_frame"]]
+                          .itertuples(index=False))
+        detail = (f"{dup.groupby(['slice', 'frame']).ngroups} (slice, frame) identifiers repeated, "
+                  f"e.g. {first.series} frame {first.frame}: {names}")
+        if policy in ("repair", "predict"):
+            # Kaggle FAQ: the last acquisition at a location is usually the best one.
+            df = df.sort_values(["slice", "frame", "series_number", "acquisition", "path", "file_frame"])
+            df = df.drop_duplicates(["slice", "frame"], keep="last")
+            problem("duplicate", detail + "; kept the last acquisition", "repaired")
+        else:
+            problem("duplicate", detail)
+    # Rule 1 also covers series folders at one place: a repeated acquisition stored under another number.
+    df, repeats = _same_position_rule(df, policy, problem)
+    # Rule 2: the number of slices differs between frames.
+    per_frame = df.groupby("frame")["slice"].nunique()
+    if per_frame.nunique() > 1:
+        frames_per_slice = df.groupby("series")["frame"].nunique()
+        short = frames_per_slice[frames_per_slice < frames_per_slice.max()]
+        detail = (f"slices per frame vary {per_frame.min()}-{per_frame.max()}; "
+                  f"{', '.join(f'{s} has {c} frames' for s, c in short.items())} (others {frames_per_slice.max()})")
+        if policy == "predict":
+            # Prediction needs every slice at the chosen frames, not every frame: keep the common frames.
+            common = set.intersection(*(set(g) for _, g in df.groupby("series")["frame"]))
+            df = df[df.frame.isin(common)]
+            problem("inconsistent", detail + f"; kept the {len(common)} frames every slice has", "repaired")
+        elif policy == "repair":
+            df = df[~df.series.isin(short.index)]
+            problem("inconsistent", detail + "; dropped the short slices", "repaired")
+        else:
+            problem("inconsistent", detail)
+    # Rule 3: slice indices not contiguous (a folder dropped as a same-place repeat is no gap).
+    idx = sorted(set(df["slice"]) | repeats)
+    gaps = [f"sax_{i}" for i in range(idx[0], idx[-1] + 1) if i not in set(idx)]
+    if gaps:
+        detail = f"slice indices {idx[0]}-{idx[-1]} miss {', '.join(gaps)}"
+        if policy == "predict":
+            # Folder numbers are not anatomy: prediction orders slices by position and keeps them all.
+            problem("noncontiguous", detail + "; all slices kept, ordered by position", "warning")
+        elif policy == "repair":
+            run = _longest_run(idx)
+            df = df[df["slice"].isin(run)]
+            problem("noncontiguous", detail + f"; kept the longest run sax_{run[0]}-sax_{run[-1]}", "repaired")
+        else:
+            problem("noncontiguous", detail)
+    if any(p["action"] == "excluded" for p in problems) or df.empty:
+        return []
+
     pos = df.groupby("series")["position_mm"].mean().sort_values()
     df["order"] = df["series"].map({s: i for i, s in enumerate(pos.index)})
-    df = df.sort_values(["order", "frame"])
-    return df[INDEX_COLUMNS].to_dict("records"), problems, n_files
+    df = df.sort_values(["order", "frame", "file_frame"])
+    return df[INDEX_COLUMNS].to_dict("records")
+
+
+def _same_position_rule(df: pd.DataFrame, policy: str, problem: Problem) -> tuple[pd.DataFrame, set[int]]:
+    """Series at one place (closer than same_position_mm): excluded under ``paper``; under ``repair`` the last
+    acquisition (highest SeriesNumber, AcquisitionNumber, folder number) is kept. Returns (rows, dropped slice
+    indices)."""
+    per = df.groupby("slice").agg(series=("series", "first"), position=("position_mm", "mean"),
+                                  thickness=("slice_thickness", "max"), series_number=("series_number", "max"),
+                                  acquisition=("acquisition", "max")).reset_index()
+    if len(per) < 2:
+        return df, set()
+    per["place"] = _position_clusters(per.position.to_numpy(), per.thickness.to_numpy())
+    dropped: set[int] = set()
+    for _, group in per.groupby("place"):
+        if len(group) < 2:
+            continue
+        group = group.sort_values(["series_number", "acquisition", "slice"])
+        spread = group.position.max() - group.position.min()
+        tol = same_position_mm(float(group.thickness.max()))
+        detail = (f"{', '.join(group.series)} are at one place ({group.position.mean():.1f} mm along the stack "
+                  f"normal, {spread:.2f} mm apart < {tol:.2f} mm = {SAME_POSITION_FRACTION} x SliceThickness)")
+        if policy in ("repair", "predict"):
+            dropped |= set(group.slice.iloc[:-1])
+            problem("duplicate", detail + f"; kept the last acquisition {group.series.iloc[-1]}", "repaired")
+        else:
+            problem("duplicate", detail)
+    return df[~df["slice"].isin(dropped)], dropped
 
 
 def _longest_run(idx: list[int]) -> list[int]:
@@ -234,25 +589,29 @@ def _longest_run(idx: list[int]) -> list[int]:
     return best
 
 
-def _index_star(args: tuple) -> tuple[list[dict], list[dict], int]:
-    return index_study(*args)
+def safe_index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[dict], int]:
+    """index_study, with any unforeseen exception turned into an exclusion of that subject only."""
+    try:
+        return index_study(study, policy)
+    except Exception as exc:  # noqa: BLE001
+        return [], [_error_record(study, exc)], 0
+
+
+def _error_record(study: Study, exc: BaseException) -> dict:
+    return {"subject": study.subject, "rule": "error", "action": "excluded",
+            "detail": f"{study.path}: {exc.__class__.__name__}: {exc}"}
 
 
 def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1,
                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Index every study under ``raw``: (kept images, exclusions/repairs, counts)."""
     if policy not in ("paper", "repair"):
-        raise ValueError(f"filter.policy must be 'paper' or 'repair', got {policy!r}")
+        raise ValueError(f"filter.policy must be 'paper' or 'repair', got {policy!r}")  # 'predict' is predict's
     studies = find_studies(raw)
-    tasks = [(s, policy) for s in studies]
-    jobs = max(1, min(int(jobs), os.cpu_count() or 1))
-    bar = dict(total=len(tasks), desc="filter_dicom", unit="subject", disable=not progress)
-    if jobs == 1:
-        results: Iterable = (index_study(*t) for t in tasks)
-        results = list(tqdm(results, **bar))
-    else:
-        with ProcessPoolExecutor(jobs) as pool:
-            results = list(tqdm(pool.map(_index_star, tasks, chunksize=4), **bar))
+    results = parallel.map_isolated(
+        safe_index_study, [(s, policy) for s in studies], jobs,
+        on_crash=lambda task, why: ([], [_error_record(task[0], RuntimeError(why))], 0),
+        desc="filter_dicom", unit="subject", progress=progress)
     rows = [r for res in results for r in res[0]]
     problems = [p for res in results for p in res[1]]
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)

@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
+import pydicom.pixels
 from PIL import Image
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def read_pixels(path: str | Path) -> np.ndarray:
-    """The stored pixel values of one DICOM image as float32."""
-    return pydicom.dcmread(path).pixel_array.astype(np.float32)
+
+class PixelError(ValueError):
+    """An image's pixel data cannot be decoded or has the wrong shape; the message names the file."""
+
+
+def read_pixels(path: str | Path, file_frame: int = 0) -> np.ndarray:
+    """The stored pixel values of one image (frame ``file_frame`` of a multi-frame file) as float32.
+
+    Any transfer syntax with an installed pydicom decoder works (uncompressed, deflated, RLE, JPEG
+    Lossless, JPEG-LS, JPEG 2000); only the requested frame is decoded."""
+    ds = pydicom.Dataset()
+    try:
+        if pydicom.filereader.read_file_meta_info(path).TransferSyntaxUID.is_deflated:
+            # pixel_array(path) reads the raw file; a deflated dataset must be inflated whole first.
+            ds = pydicom.dcmread(path)
+            pixels = ds.pixel_array
+            pixels = pixels[int(file_frame)] if pixels.ndim == 3 else pixels
+        else:
+            pixels = pydicom.pixels.pixel_array(str(path), index=int(file_frame), ds_out=ds)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:  # decoders raise many types on damaged data
+        raise PixelError(f"{path}: cannot decode frame {int(file_frame) + 1}: {exc.__class__.__name__}: {exc}") from None
+    if pixels.shape != (rows, cols):
+        raise PixelError(f"{path}: decoded pixels have shape {pixels.shape}, Rows x Columns say {(rows, cols)} "
+                         f"({ds.file_meta.TransferSyntaxUID.name})")
+    return pixels.astype(np.float32)
 
 
 class ConstantImage(ValueError):
@@ -40,6 +67,23 @@ def load_png(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("L"))
 
 
+def read_index(path: str | Path) -> "pd.DataFrame":
+    """filter_dicom's index.csv, checked for the columns to_png needs (a clear error names what is missing)."""
+    import pandas as pd
+
+    from saxlevel.dicom import INDEX_COLUMNS
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"index {path} not found: run filter_dicom first (dvc repro filter_dicom)")
+    index = pd.read_csv(path)
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {', '.join(missing)}: it was written by an older filter_dicom; "
+                         "rerun it (dvc repro filter_dicom)")
+    return index
+
+
 PNG_COLUMNS = ["subject", "split", "phase", "frame", "series", "slice", "order", "position_mm", "path",
                "rows", "cols", "pixel_spacing"]
 
@@ -65,7 +109,7 @@ def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str,
             rec = by_series[s]
             if len(rec) != len(frames):
                 raise ValueError(f"{s} has {len(rec)} frames, others {len(frames)}: cannot detect ED/ES")
-            cines.append(np.stack([read_pixels(p) for p in rec["path"]]))
+            cines.append(np.stack([read_pixels(p, k) for p, k in zip(rec["path"], rec["file_frame"])]))
         if max(float(c.max()) for c in cines) <= 0:
             raise ConstantImage(f"all-black mid slices ({', '.join(picks)})")
         spacings = [float(by_series[s]["pixel_spacing"].iloc[0]) for s in picks]
@@ -77,6 +121,25 @@ def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str,
                 raise ValueError(f"to_png.{phase.lower()}_frame={value} not in frames {frames[0]}-{frames[-1]}")
             chosen[phase] = int(value)
     return chosen
+
+
+def safe_subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
+                        pct: tuple[float, float]) -> tuple[list[dict], list[dict], dict]:
+    """subject_to_png, with any unforeseen exception turned into an exclusion of that subject only."""
+    try:
+        return subject_to_png(images, out, ed_frame, es_frame, pct)
+    except Exception as exc:  # noqa: BLE001  one subject must not stop the run
+        return crash_result((images, out), f"{exc.__class__.__name__}: {exc}")
+
+
+def crash_result(task: tuple, why: str) -> tuple[list[dict], list[dict], dict]:
+    """The to_png result of a subject whose processing failed unexpectedly (its files named)."""
+    images = task[0]
+    sid = int(images["subject"].iloc[0])
+    folders = sorted({str(Path(p).parent) for p in images["path"]})
+    return [], [{"subject": sid, "rule": "error", "action": "excluded",
+                 "detail": f"{why} (files in {', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''})"}], \
+        {"subject": sid}
 
 
 def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
@@ -96,6 +159,8 @@ def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
         chosen = choose_frames(images, ed_frame, es_frame)
     except ConstantImage as exc:
         return excluded("constant", str(exc))
+    except PixelError as exc:
+        return excluded("undecodable", str(exc))
     except ValueError as exc:
         return excluded("frames", str(exc))
     info.update(ed_frame=chosen["ED"], es_frame=chosen["ES"])
@@ -106,9 +171,11 @@ def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
             rec = by_series[s]
             rec = rec[rec["frame"] == chosen[phase]].iloc[0]
             try:
-                img = window(read_pixels(rec["path"]), *pct)
+                img = window(read_pixels(rec["path"], rec["file_frame"]), *pct)
             except ConstantImage as exc:
                 return excluded("constant", f"{rec['path']}: {exc}")
+            except PixelError as exc:
+                return excluded("undecodable", str(exc))
             rel = Path(str(sid)) / f"{phase}_{int(rec['order']):02d}_{s}.png"
             save_png(out / rel, img)
             rows.append({"subject": sid, "split": rec["split"], "phase": phase, "frame": chosen[phase],

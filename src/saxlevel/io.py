@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,40 @@ def save_keras(path: str | Path, model: Any, extra: dict | None = None) -> Path:
                 target.unlink()
 
     return atomic_write(path, write)
+
+
+class OutputError(OSError):
+    """An output path cannot be used (it is a file, or its folder cannot be written)."""
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Fail early, naming the path, when ``path`` cannot become an output folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output {path} exists and is not a folder: remove it or pass another --out")
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output {path}: {parent} is not writable: pass another --out or fix its permissions")
+    return path
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty sibling ``<path>.tmp`` folder to write into; on success it replaces ``path``, on any
+    failure it is removed and ``path`` is left as it was."""
+    path = check_output_dir(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputError(f"output {path}: cannot create {tmp}: {exc.strerror}") from None
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

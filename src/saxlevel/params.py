@@ -176,3 +176,65 @@ def finetune_grid(params: dict[str, Any]) -> tuple[list[str], list[str]]:
                 raise ParamError(f"params.yaml: {key} has unknown name {name!r}; choose from {known}")
         out.append(names)
     return out[0], out[1]
+
+
+def _positive(value: Any, key: str) -> int:
+    """A positive whole number (an int, or digits given on the command line)."""
+    whole = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
+    if not whole or int(value) < 1:
+        raise ParamError(f"params.yaml: '{key}' must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """filter_dicom's parameters (params.yaml ``filter``)."""
+
+    policy: str
+    jobs: int
+
+
+def filter_settings(params: dict[str, Any], policy: str | None = None, jobs: int | None = None) -> FilterSettings:
+    """filter.policy ('paper' or 'repair') and filter.jobs, command-line values first."""
+    policy = str(policy if policy is not None else get(params, "filter.policy", "paper"))
+    if policy not in ("paper", "repair"):
+        raise ParamError(f"params.yaml: 'filter.policy' must be 'paper' or 'repair', got {policy!r}")
+    return FilterSettings(policy, _positive(jobs if jobs is not None else get(params, "filter.jobs", 2), "filter.jobs"))
+
+
+@dataclass(frozen=True)
+class PngSettings:
+    """to_png's parameters (params.yaml ``to_png``)."""
+
+    ed_frame: int | str
+    es_frame: int | str
+    window: tuple[float, float]
+    jobs: int
+
+
+def _frame_choice(value: Any, key: str) -> int | str:
+    if str(value) == "auto":
+        return "auto"
+    if isinstance(value, bool):
+        raise ParamError(f"params.yaml: '{key}' must be a frame number or 'auto', got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ParamError(f"params.yaml: '{key}' must be a frame number or 'auto', got {value!r}") from None
+
+
+def png_settings(params: dict[str, Any], ed_frame: Any = None, es_frame: Any = None,
+                 jobs: int | None = None) -> PngSettings:
+    """to_png.ed_frame / es_frame ('auto' or a number), window ([low, high] percentiles) and jobs."""
+    ed = _frame_choice(ed_frame if ed_frame is not None else get(params, "to_png.ed_frame", "auto"), "to_png.ed_frame")
+    es = _frame_choice(es_frame if es_frame is not None else get(params, "to_png.es_frame", "auto"), "to_png.es_frame")
+    raw = get(params, "to_png.window", [2, 98])
+    try:
+        window = tuple(float(x) for x in raw) if isinstance(raw, (list, tuple)) else ()
+    except (TypeError, ValueError):
+        window = ()
+    if len(window) != 2 or not 0 <= window[0] < window[1] <= 100:
+        raise ParamError(f"params.yaml: 'to_png.window' must be [low, high] percentiles with 0 <= low < high <= 100, "
+                         f"e.g. [2, 98]; got {raw!r}")
+    n = _positive(jobs if jobs is not None else get(params, "to_png.jobs", 2), "to_png.jobs")
+    return PngSettings(ed, es, (window[0], window[1]), n)

@@ -24,6 +24,8 @@ def blood_pool_areas(cine: np.ndarray, pixel_spacing: float) -> np.ndarray:
     top = motion >= np.percentile(motion, 99.0)
     yy, xx = np.nonzero(top)
     w = motion[top]
+    if not w.sum() > 0:  # a still cine: no moving heart to find
+        return np.zeros(len(cine))
     cy, cx = float((yy * w).sum() / w.sum()), float((xx * w).sum() / w.sum())
     H, W = motion.shape
     y, x = np.ogrid[:H, :W]
@@ -40,6 +42,9 @@ def detect_ed_es(cines: list[np.ndarray], spacings: list[float]) -> tuple[int, i
     total = np.zeros(len(cines[0]))
     for cine, sp in zip(cines, spacings):
         total += blood_pool_areas(cine, sp)
+    if np.ptp(total) == 0:
+        raise ValueError("no cardiac motion in the mid slices (blood-pool area constant over the cycle): "
+                         "cannot detect ED/ES; set to_png.ed_frame and to_png.es_frame")
     return int(np.argmax(total)), int(np.argmin(total)), total
 
 

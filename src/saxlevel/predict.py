@@ -80,51 +80,31 @@ def stack_probabilities(model: LoadedModel, gray: np.ndarray) -> np.ndarray:
     return np.asarray(model.head.predict(x, verbose=0))
 
 
-def find_entries(folder: str | Path) -> tuple[int, list[tuple[str, int, Path]]]:
-    """(subject id, (series, slice index, file) entries) for a Kaggle study or a flat folder of DICOMs."""
+def index_folder(folder: str | Path) -> pd.DataFrame:
+    """The subject's image index (apex->base order) from a Kaggle study (sax_N folders) or any folder of DICOM
+    files. Files that cannot be used are dropped and stack defects repaired, each with a warning naming it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PredictError(f"{folder} is not a folder of DICOM files")
     study = folder / "study" if (folder / "study").is_dir() else folder
     sid = int(folder.name) if folder.name.isdigit() else (int(study.parent.name) if study.parent.name.isdigit() else 0)
-    sax = sorted((p for p in study.iterdir() if p.is_dir() and dicom.SAX_FOLDER.match(p.name)),
-                 key=lambda p: int(dicom.SAX_FOLDER.match(p.name).group(1)))
-    if sax:
-        return sid, [(p.name, int(dicom.SAX_FOLDER.match(p.name).group(1)), f)
-                     for p in sax for f in sorted(p.glob("*.dcm"))]
-    files = sorted(f for f in study.rglob("*") if f.is_file() and (f.suffix.lower() == ".dcm" or "." not in f.name))
-    if not files:
-        raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout) or DICOM files")
-    # A flat folder: one slice per distinct position along the stack normal (1 mm bins), long-axis dropped.
-    heads, bad = [], []
-    for f in files:
-        try:
-            heads.append((f, dicom.read_header(f)))
-        except ValueError as exc:
-            bad.append(str(exc))
-    if bad:
-        raise PredictError(f"{len(bad)} unusable file(s) in {folder}: {bad[0]}")
-    sax = [(f, h) for f, h in heads if dicom._is_sax_description(h["description"])]
-    if not sax:
-        raise PredictError(f"no SAX images in {folder} (all series are long-axis by SeriesDescription)")
-    n0 = dicom.oriented_normal(sax[0][1]["normal"])
-    pos = np.array([round(float(h["ipp"] @ n0)) for _, h in sax])
-    ranks = {p: i for i, p in enumerate(sorted(set(pos)))}
-    return sid, [(f"slice_{ranks[p]}", ranks[p], f) for (f, _), p in zip(sax, pos)]
-
-
-def index_folder(folder: str | Path) -> pd.DataFrame:
-    """The subject's image index (apex->base order); defects are repaired with a warning each."""
-    sid, entries = find_entries(folder)
-    rows, problems, _ = dicom.index_entries(sid, "predict", entries, policy="repair")
+    if dicom.sax_folders(study):
+        rows, problems, _ = dicom.index_entries(sid, "predict", dicom.sax_entries(study), policy="predict",
+                                                drop_bad_files=True)
+    else:
+        files = sorted(f for f in study.rglob("*") if f.is_file() and (f.suffix.lower() == ".dcm" or "." not in f.name))
+        if not files:
+            raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout) or DICOM files")
+        rows, problems, _ = dicom.index_files(sid, "predict", files, policy="predict")
     for p in problems:
-        if p["action"] == "repaired":
+        if p["action"] != "excluded":
             warnings.warn(f"{p['rule']}: {p['detail']}", stacklevel=2)
     fatal = [p for p in problems if p["action"] == "excluded"]
     if fatal:
         raise PredictError("; ".join(f"{p['rule']}: {p['detail']}" for p in fatal[:3]))
     if not rows:
-        raise PredictError(f"no usable SAX images in {folder}")
+        raise PredictError(f"no SAX images in {folder}: no usable SAX DICOM image was found"
+                           + (f" ({len(problems)} file(s) dropped, see the warnings)" if problems else ""))
     return pd.DataFrame(rows)
 
 
@@ -133,7 +113,10 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
     """One row per (frame, slice): phase, frame, series, order, position_mm, level and the five probabilities."""
     index = index_folder(folder)
     if frames == "ed-es":
-        chosen = images.choose_frames(index, "auto", "auto")
+        try:
+            chosen = images.choose_frames(index, "auto", "auto")
+        except ValueError as exc:  # PixelError, ConstantImage, missing frames: all name the problem
+            raise PredictError(f"cannot find ED/ES in {folder}: {exc}") from None
         wanted = [("ED", chosen["ED"]), ("ES", chosen["ES"])]
     elif frames == "all":
         wanted = [(f"F{f}", int(f)) for f in sorted(index.frame.unique())]
@@ -143,15 +126,16 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
     rows = []
     for phase, frame in wanted:
         stack = index[index.frame == frame].sort_values("order")
-        gray = np.stack([features.square_resize(images.window(images.read_pixels(p), *pct), info["image_size"])
-                         for p in stack.path])
+        gray = np.stack([features.square_resize(_windowed(p, k, pct), info["image_size"])
+                         for p, k in zip(stack.path, stack.file_frame)])
         probs = stack_probabilities(model, gray)
         levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
         for k, r in enumerate(stack.itertuples()):
             rows.append({"subject": r.subject, "phase": phase, "frame": frame, "series": r.series,
                          "order": int(r.order), "position_mm": round(float(r.position_mm), 2),
                          "level": CLASSES[levels[k]], **{f"p_{c}": round(float(probs[k, i]), 6)
-                                                         for i, c in enumerate(CLASSES)}, "path": r.path})
+                                                         for i, c in enumerate(CLASSES)}, "path": r.path,
+                         "file_frame": int(r.file_frame)})
     return pd.DataFrame(rows)
 
 
@@ -160,23 +144,33 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     """Load, predict, write OUT/levels.csv and a Figure-3-style PNG per stack; (table, seconds per subject)."""
     from saxlevel import figures, io
 
+    io.check_output_dir(out)
     model = load_model(model_path, backbone_model)
     t0 = time.perf_counter()
     table = predict_folder(folder, model, frames, how)
     seconds = time.perf_counter() - t0
     out = Path(out)
-    io.write_csv(out / "levels.csv", table.drop(columns="path"))
+    io.write_csv(out / "levels.csv", table.drop(columns=["path", "file_frame"]))
     name = f"{model.info['backbone']}-{model.info['head']}"
     for phase, stack in table.groupby("phase", sort=False):
         panel = stack.assign(true=stack.level, pred=stack.level,
-                             path=[_png_of(p, out / "images") for p in stack.path])
+                             path=[_png_of(p, k, out / "images") for p, k in zip(stack.path, stack.file_frame)])
         figures.stack_panels(panel, f"subject {stack.subject.iloc[0]} {phase} (frame {stack.frame.iloc[0]}), "
                              f"{name} ({how})", out / f"levels_{phase}.png", show_truth=False)
     return table, seconds
 
 
-def _png_of(dicom_path: str, folder: Path) -> str:
+def _windowed(path: str, file_frame: int, pct: tuple[float, float]) -> np.ndarray:
+    """One image windowed to 8 bits; an image that cannot be decoded or windowed is a PredictError naming it."""
+    try:
+        return images.window(images.read_pixels(path, file_frame), *pct)
+    except ValueError as exc:
+        raise PredictError(f"{path}: {exc}") from None
+
+
+def _png_of(dicom_path: str, file_frame: int, folder: Path) -> str:
     """A windowed 8-bit PNG copy of one DICOM image (for the panel figure)."""
-    target = folder / (Path(dicom_path).parent.name + "_" + Path(dicom_path).stem + ".png")
-    images.save_png(target, images.window(images.read_pixels(dicom_path)))
+    suffix = f"_{int(file_frame) + 1:04d}" if file_frame else ""
+    target = folder / (Path(dicom_path).parent.name + "_" + Path(dicom_path).stem + suffix + ".png")
+    images.save_png(target, _windowed(dicom_path, file_frame, (2.0, 98.0)))
     return str(target)

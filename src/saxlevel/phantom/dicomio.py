@@ -1,4 +1,5 @@
-"""Write phantom images as valid MR Image Storage DICOM files (deterministic UIDs, no timestamps)."""
+"""Write phantom images as valid MR Image Storage DICOM files (deterministic UIDs, no timestamps), or
+re-export them as Enhanced MR multi-frame files and in compressed transfer syntaxes."""
 
 from __future__ import annotations
 
@@ -6,8 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
+    EnhancedMRImageStorage,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    MRImageStorage,
+    RLELossless,
+    generate_uid,
+)
 
 from saxlevel.phantom.geometry import Plane
 
@@ -93,3 +107,130 @@ def write_image(
     ds.PixelRepresentation = 0
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
     ds.save_as(path, enforce_file_format=True)
+
+
+# --- other export forms of the same images: enhanced multi-frame MR, compressed transfer syntaxes ------
+
+# phantom.transfer_syntax names -> DICOM transfer syntaxes (all lossless: the levels must not change).
+TRANSFER_SYNTAXES = {
+    "explicit": ExplicitVRLittleEndian,
+    "deflate": DeflatedExplicitVRLittleEndian,
+    "rle": RLELossless,
+    "jpeg-lossless": JPEGLosslessSV1,
+    "jpeg-ls": JPEGLSLossless,
+    "jpeg2000": JPEG2000Lossless,
+}
+FORMATS = ("classic", "enhanced")
+
+
+def to_enhanced(files: list[Path], path: Path) -> None:
+    """Write the classic single-frame images ``files`` (one slice's cine, or any set) as one Enhanced MR
+    Image Storage file: geometry and timing move into the per-frame functional groups, as current scanners
+    export them. Frames keep the order of ``files``; TemporalPositionIndex is each file's InstanceNumber."""
+    sources = [pydicom.dcmread(f) for f in files]
+    first = sources[0]
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = uid(first.SeriesInstanceUID, "enhanced", path.name)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    for keyword in ("SpecificCharacterSet", "StudyDate", "Modality", "Manufacturer", "PatientName", "PatientID",
+                    "PatientAge", "PatientSex", "PatientPosition", "StudyInstanceUID", "SeriesInstanceUID",
+                    "StudyID", "SeriesNumber", "AcquisitionNumber", "SeriesDescription", "FrameOfReferenceUID",
+                    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+                    "BitsStored", "HighBit", "PixelRepresentation"):
+        if keyword in first:
+            setattr(ds, keyword, first.data_element(keyword).value)
+    ds.SOPClassUID = EnhancedMRImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.InstanceNumber = 1
+    ds.NumberOfFrames = len(sources)
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = first.PixelSpacing
+    measures.SliceThickness = first.SliceThickness
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for src in sources:
+        item = Dataset()
+        position, orientation, content, cardiac = Dataset(), Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = src.ImagePositionPatient
+        orientation.ImageOrientationPatient = src.ImageOrientationPatient
+        content.TemporalPositionIndex = int(src.InstanceNumber)
+        content.FrameAcquisitionNumber = int(src.get("AcquisitionNumber", 1))
+        cardiac.NominalCardiacTriggerDelayTime = src.get("TriggerTime", "0")
+        item.PlanePositionSequence = Sequence([position])
+        item.PlaneOrientationSequence = Sequence([orientation])
+        item.FrameContentSequence = Sequence([content])
+        item.CardiacSynchronizationSequence = Sequence([cardiac])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = b"".join(src.PixelData for src in sources)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def transcode(path: Path, syntax: str, out: Path | None = None) -> None:
+    """Rewrite one file (in place, or to ``out``) in the lossless transfer syntax ``syntax`` (a key of
+    TRANSFER_SYNTAXES). GDCM encodes the JPEG family (pydicom has no JPEG Lossless encoder, its JPEG-LS one
+    needs pyjpegls, and its JPEG 2000 one refuses images smaller than its resolution levels); pydicom
+    writes RLE and deflate."""
+    if syntax not in TRANSFER_SYNTAXES:
+        raise ValueError(f"transfer syntax must be one of {sorted(TRANSFER_SYNTAXES)}, got {syntax!r}")
+    out = out or path
+    target = TRANSFER_SYNTAXES[syntax]
+    if syntax in ("jpeg-lossless", "jpeg-ls", "jpeg2000"):
+        try:
+            import gdcm
+        except ImportError:
+            raise ValueError(f"writing {syntax} needs GDCM: pip install python-gdcm (in requirements.txt)") from None
+
+        gdcm_syntax = {"jpeg-lossless": gdcm.TransferSyntax.JPEGLosslessProcess14_1,
+                       "jpeg-ls": gdcm.TransferSyntax.JPEGLSLossless,
+                       "jpeg2000": gdcm.TransferSyntax.JPEG2000Lossless}[syntax]
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(path))
+        if not reader.Read():
+            raise ValueError(f"GDCM cannot read {path}")
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm_syntax))
+        change.SetInput(reader.GetImage())
+        if not change.Change():
+            raise ValueError(f"GDCM cannot encode {path} as {syntax}")
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(out))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        if not writer.Write():
+            raise ValueError(f"GDCM cannot encode {path} as {syntax}")
+        return
+    ds = pydicom.dcmread(path)
+    if syntax == "deflate":
+        ds.file_meta.TransferSyntaxUID = target
+    elif syntax != "explicit":
+        ds.compress(target)
+    ds.save_as(out, enforce_file_format=True)
+
+
+def export_study(study: Path, form: str = "classic", syntax: str = "explicit") -> None:
+    """Re-export a written study in place: ``form`` 'enhanced' merges each series of each folder into one
+    Enhanced MR file (IM-<series>.dcm); ``syntax`` transcodes every file (see TRANSFER_SYNTAXES)."""
+    if form not in FORMATS:
+        raise ValueError(f"phantom format must be one of {FORMATS}, got {form!r}")
+    for folder in sorted(p for p in study.iterdir() if p.is_dir()):
+        files = sorted(folder.glob("*.dcm"))
+        if form == "enhanced":
+            by_series: dict[str, list[Path]] = {}
+            for f in files:
+                by_series.setdefault(f.name.split("-")[1], []).append(f)
+            for series, group in by_series.items():
+                to_enhanced(group, folder / f"IM-{series}.dcm")
+            for f in files:
+                f.unlink()
+            files = sorted(folder.glob("*.dcm"))
+        if syntax != "explicit":
+            for f in files:
+                transcode(f, syntax)

@@ -37,9 +37,16 @@ class PhantomParams:
         default_factory=lambda: {"duplicate": 0.04, "inconsistent": 0.03, "noncontiguous": 0.03, "black": 0.01}
     )
     jobs: int = 2
+    format: str = "classic"  # classic: one file per image (Kaggle); enhanced: one Enhanced MR file per series
+    transfer_syntax: str = "explicit"  # explicit (Kaggle), deflate, rle, jpeg-lossless, jpeg-ls, jpeg2000
 
     def validate(self) -> None:
         """Raise ValueError naming the bad parameter."""
+        if self.format not in dicomio.FORMATS:
+            raise ValueError(f"phantom.format must be one of {dicomio.FORMATS}, got {self.format!r}")
+        if self.transfer_syntax not in dicomio.TRANSFER_SYNTAXES:
+            raise ValueError(f"phantom.transfer_syntax must be one of {sorted(dicomio.TRANSFER_SYNTAXES)}, "
+                             f"got {self.transfer_syntax!r}")
         if self.subjects < 3:
             raise ValueError(f"phantom.subjects must be >= 3 (one per Kaggle split), got {self.subjects}")
         if not 6 <= self.frames <= 90:
@@ -240,6 +247,8 @@ def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams
                 slice_location=float(plane.ipp @ plane.normal), description=kind,
             )
 
+    if params.format != "classic" or params.transfer_syntax != "explicit":
+        dicomio.export_study(study, params.format, params.transfer_syntax)
     truth = {
         "split": split,
         "ed_frame": ed,
@@ -278,6 +287,9 @@ def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) 
     results.sort(key=lambda r: r["sid"])
     truth = {"params": asdict(params) | {"jobs": None}, "subjects": {str(r["sid"]): r["truth"] for r in results}}
     truth["params"].pop("jobs")
+    for key, default in (("format", "classic"), ("transfer_syntax", "explicit")):
+        if truth["params"][key] == default:  # the Kaggle form: truth.json as before these options existed
+            truth["params"].pop(key)
     write_json(tmp / "truth.json", truth)
     write_csv(tmp / "labels.csv", pd.DataFrame([row for r in results for row in r["labels"]]))
     for split in ("train", "validate"):
