@@ -465,8 +465,8 @@ def _position_clusters(positions: np.ndarray, thickness: np.ndarray) -> np.ndarr
     out = np.zeros(len(positions), dtype=int)
     k = 0
     for a, b in zip(order, order[1:]):
-        tol = same_position_mm(float(np.nanmax([thickness[a], thickness[b], np.nan]))
-                               if np.isfinite([thickness[a], thickness[b]]).any() else np.nan)
+        pair = np.array([thickness[a], thickness[b]], dtype=float)
+        tol = same_position_mm(float(np.nanmax(pair)) if np.isfinite(pair).any() else np.nan)
         if positions[b] - positions[a] >= tol:
             k += 1
         out[b] = k
