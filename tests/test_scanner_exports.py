@@ -305,3 +305,32 @@ def test_predict_indexes_compressed_and_enhanced_copies_alike(tmp_path: Path) ->
                                                     got.sort_values(["order", "frame"]).file_frame)]
     want = [images.read_pixels(p) for p in ref.sort_values(["order", "frame"]).path]
     assert all((a == b).all() for a, b in zip(pix, want))
+
+
+def test_file_names_of_real_exports(tmp_path: Path) -> None:
+    """Upper-case .DCM and extensionless files are images; macOS ._* copies, .DS_Store and DICOMDIR are not."""
+    make_study(tmp_path / "a", 1)
+    make_study(tmp_path / "b", 1)
+    study = _study(tmp_path / "b", 1)
+    for k, f in enumerate(sorted(study.rglob("*.dcm"))):
+        if k % 3 == 1:
+            f.rename(f.with_suffix(".DCM"))
+        elif k % 3 == 2:
+            f.rename(f.with_suffix(""))
+    (study / "sax_11" / "._IM-0011-0001.dcm").write_bytes(b"\0\5\26\7 AppleDouble")
+    (study / "sax_11" / ".DS_Store").write_bytes(b"Bud1")
+    (study / "sax_12" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
+    ref, _, _ = dicom.index_root(tmp_path / "a", progress=False)
+    got, excluded, _ = dicom.index_root(tmp_path / "b", progress=False)
+    assert excluded.empty, excluded.detail.tolist()
+    assert ref[["series", "frame", "order"]].equals(got[["series", "frame", "order"]])
+
+
+def test_a_subject_found_twice_is_recorded(tmp_path: Path) -> None:
+    make_study(tmp_path, 1)
+    make_study(tmp_path, 2)
+    make_study(tmp_path, 2, nested=False)  # the same id again, unpacked in the older layout
+    index, excluded, counts = dicom.index_root(tmp_path, progress=False)
+    assert sorted(index.subject.unique()) == [1, 2] and counts["subjects_kept"] == 2
+    rec = excluded.iloc[0]
+    assert rec.rule == "duplicate" and rec.action == "repaired" and "train/2/study: ignored" in rec.detail

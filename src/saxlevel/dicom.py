@@ -76,19 +76,26 @@ class Study:
     path: Path
 
 
-def find_studies(raw: str | Path) -> list[Study]:
-    """All <id>/study folders under raw/{split}/ or raw/{split}/{split}/ (both Kaggle layouts), by id."""
+def find_studies(raw: str | Path, shadowed: list[Study] | None = None) -> list[Study]:
+    """All <id>/study folders under raw/{split}/ or raw/{split}/{split}/ (both Kaggle layouts), by id.
+    An id found twice (both layouts unpacked, or in two splits) keeps its first place; the others are
+    appended to ``shadowed`` so the caller can record them."""
     raw = Path(raw)
     if not raw.is_dir():
         raise FileNotFoundError(f"DICOM root {raw} does not exist: set data.raw in params.yaml or pass --raw")
     found: dict[int, Study] = {}
     for split in SPLITS:
-        for parent in (raw / split, raw / split / split):
+        for parent in (raw / split / split, raw / split):
             if not parent.is_dir():
                 continue
             for sub in sorted(parent.iterdir()):
                 if sub.name.isdigit() and (sub / "study").is_dir():
-                    found[int(sub.name)] = Study(int(sub.name), split, sub / "study")
+                    study = Study(int(sub.name), split, sub / "study")
+                    if study.subject in found:
+                        if shadowed is not None:
+                            shadowed.append(study)
+                    else:
+                        found[study.subject] = study
     if not found:
         raise FileNotFoundError(
             f"no studies under {raw}: expected {raw}/{{train,validate,test}}/[same/]<id>/study/sax_N/*.dcm "
@@ -103,9 +110,23 @@ def sax_folders(study: Path) -> list[tuple[str, int, Path]]:
     return sorted(found, key=lambda t: t[1])
 
 
+def is_image_file(path: Path) -> bool:
+    """A file that may hold a DICOM image: *.dcm in any case, or no extension (PACS exports often have none);
+    hidden files (macOS ._* AppleDouble copies, .DS_Store) and DICOMDIR indexes are not images."""
+    name = path.name
+    if name.startswith(".") or name.upper() == "DICOMDIR" or not path.is_file():
+        return False
+    return path.suffix.lower() == ".dcm" or "." not in name
+
+
+def image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files of a folder (see is_image_file), sorted."""
+    return sorted(f for f in (folder.rglob("*") if recursive else folder.iterdir()) if is_image_file(f))
+
+
 def sax_entries(study: Path) -> list[tuple[str, int, Path]]:
-    """(series, slice index N, file) for every .dcm file in the sax_N folders of a study."""
-    return [(name, n, f) for name, n, folder in sax_folders(study) for f in sorted(folder.glob("*.dcm"))]
+    """(series, slice index N, file) for every image file in the sax_N folders of a study."""
+    return [(name, n, f) for name, n, folder in sax_folders(study) for f in image_files(folder)]
 
 
 # --- one file -> its images' header fields ---------------------------------------------------------
@@ -379,14 +400,14 @@ def index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[d
         return [], [{"subject": study.subject, "rule": "no_sax", "detail": f"no sax_N series folder in {study.path}",
                      "action": "excluded"}], 0
     entries = sax_entries(study.path)
-    empty = [name for name, _, folder in folders if not any(folder.glob("*.dcm"))]
+    empty = [name for name, _, folder in folders if not image_files(folder)]
     rows, problems, n_files = index_entries(study.subject, study.split, entries, policy)
     if empty:
         # An empty series folder is a slice without images: excluded under the paper policy
         # (its stack would be incomplete), dropped and recorded under repair.
         action = "repaired" if policy == "repair" and rows else "excluded"
         problems.append({"subject": study.subject, "rule": "empty_series", "action": action,
-                         "detail": f"no .dcm files in {', '.join(empty)}" + ("; dropped" if action == "repaired" else "")})
+                         "detail": f"no DICOM files in {', '.join(empty)}" + ("; dropped" if action == "repaired" else "")})
         if action == "excluded":
             rows = []
     return rows, problems, n_files
@@ -607,13 +628,18 @@ def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1,
     """Index every study under ``raw``: (kept images, exclusions/repairs, counts)."""
     if policy not in ("paper", "repair"):
         raise ValueError(f"filter.policy must be 'paper' or 'repair', got {policy!r}")  # 'predict' is predict's
-    studies = find_studies(raw)
+    shadowed: list[Study] = []
+    studies = find_studies(raw, shadowed)
     results = parallel.map_isolated(
         safe_index_study, [(s, policy) for s in studies], jobs,
         on_crash=lambda task, why: ([], [_error_record(task[0], RuntimeError(why))], 0),
         desc="filter_dicom", unit="subject", progress=progress)
     rows = [r for res in results for r in res[0]]
     problems = [p for res in results for p in res[1]]
+    kept_at = {s.subject: s.path for s in studies}
+    problems += [{"subject": s.subject, "rule": "duplicate", "action": "repaired",
+                  "detail": f"subject {s.subject} also at {s.path}: ignored, {kept_at[s.subject]} used"}
+                 for s in shadowed]
     index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     excluded = pd.DataFrame(problems, columns=EXCLUDED_COLUMNS)
     dropped = set(excluded.loc[excluded.action == "excluded", "subject"])

@@ -92,7 +92,7 @@ def index_folder(folder: str | Path) -> pd.DataFrame:
         rows, problems, _ = dicom.index_entries(sid, "predict", dicom.sax_entries(study), policy="predict",
                                                 drop_bad_files=True)
     else:
-        files = sorted(f for f in study.rglob("*") if f.is_file() and (f.suffix.lower() == ".dcm" or "." not in f.name))
+        files = dicom.image_files(study, recursive=True)
         if not files:
             raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout) or DICOM files")
         rows, problems, _ = dicom.index_files(sid, "predict", files, policy="predict")
