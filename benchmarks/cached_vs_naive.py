@@ -93,7 +93,7 @@ def main() -> None:
         if b not in ips and meta.exists():
             ips[b] = json.loads(meta.read_text())["images_per_second"]
     naive_total = cached_total = 0.0
-    for b, rate in ips.items():
+    for _backbone, rate in ips.items():
         ratio_b = ips[args.backbone] / rate  # slower backbones cost proportionally more per image
         naive_total += 5 * args.epochs * n_fit * naive_img_s * ratio_b
         cached_total += n_all / rate + 5 * args.epochs * cached_epoch * scale

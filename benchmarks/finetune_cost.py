@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from saxlevel import backbones, finetune, heads, training
+from saxlevel import backbones, catalog, finetune, heads, training
 from saxlevel import params as P
 from saxlevel.stageutil import seed_everything
 
@@ -43,7 +43,7 @@ def images_per_second(name: str, head: str, mode: str, cfg: P.TrainSettings, par
     """Training images per second over ``steps`` optimiser steps after two warm-up steps."""
     import keras
 
-    batch = backbones.RNN_BATCH if head in heads.RNN_HEADS else backbones.spec(name).dense_batch
+    batch = catalog.batch_size(name, head)
     if mode == "cached":
         dims = backbones.spec(name).features
         model = heads.build_head(head, dims)

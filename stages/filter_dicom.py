@@ -2,7 +2,6 @@
 
 import sys
 import time
-from pathlib import Path
 
 from saxlevel import dicom, io
 from saxlevel import params as P
@@ -17,8 +16,7 @@ def main() -> int:
     ap.add_argument("--policy", choices=["paper", "repair"])
     ap.add_argument("--jobs", type=int)
     args = ap.parse_args()
-    prm = P.load(args.params) if Path(args.params).exists() else {}
-    cfg = P.filter_settings(prm, args.policy, args.jobs)
+    cfg = P.filter_settings(P.load(args.params), args.policy, args.jobs)
     io.check_output_dir(args.out)
     t0 = time.perf_counter()
     index, excluded, counts = dicom.index_root(args.raw, policy=cfg.policy, jobs=cfg.jobs)

@@ -17,7 +17,6 @@ from saxlevel.phantom import dicomio, geometry
 from conftest import REPO
 
 
-
 def _orientation(flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = geometry._unit(np.cross(geometry.MEAN_ROW, geometry.MEAN_COL))  # points toward the base
     row = geometry._unit(geometry.MEAN_ROW - n * (geometry.MEAN_ROW @ n))
@@ -150,7 +149,7 @@ def test_filter_stage_on_phantom_matches_truth(phantom_dir: Path, tmp_path: Path
     """Run the stage script on a tree it has never seen; excluded = truth's defect subjects."""
     r = subprocess.run([sys.executable, str(REPO / "stages/filter_dicom.py"), "--raw", str(phantom_dir),
                         "--out", str(tmp_path / "i"), "--metrics", str(tmp_path / "f.json"),
-                        "--params", str(tmp_path / "none.yaml")], capture_output=True, text=True, cwd=REPO)
+                        "--params", str(REPO / "params.yaml")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     truth = json.loads((phantom_dir / "truth.json").read_text())["subjects"]
     excluded = pd.read_csv(tmp_path / "i" / "excluded.csv")
@@ -165,7 +164,7 @@ def test_filter_stage_on_phantom_matches_truth(phantom_dir: Path, tmp_path: Path
     # to_png then drops the black study (constant images) and finds ED/ES
     r = subprocess.run([sys.executable, str(REPO / "stages/to_png.py"), "--index", str(tmp_path / "i/index.csv"),
                         "--out", str(tmp_path / "png"), "--metrics", str(tmp_path / "p.json"),
-                        "--truth", str(phantom_dir / "truth.json"), "--params", str(tmp_path / "none.yaml")],
+                        "--truth", str(phantom_dir / "truth.json"), "--params", str(REPO / "params.yaml")],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     pex = pd.read_csv(tmp_path / "png" / "excluded.csv")

@@ -21,6 +21,7 @@ from conftest import REPO
 
 TINY = {
     "phantom": {"subjects": 10, "frames": 6, "defect_rates": {"duplicate": 0.1}},
+    "to_png": {"window": [5, 95]},  # not the default: predict must follow the model's record, not (2, 98)
     "features": {"image_size": 32, "bn_images": 8},
     "grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"]},
     "finetune_grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"], "image_size": 32, "epochs": 2},
@@ -98,6 +99,7 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     printed = _run(cli, repo, env).stdout
     assert "s (model loading excluded)" in printed
     levels = pd.read_csv(tmp_path / "pred" / "levels.csv")
+    original_levels = levels
     want = pred[pred.subject == sid][["phase", "series", "pred"]]
     got = levels.merge(want, on=["phase", "series"], how="inner")
     assert len(got) == len(want) and (got.level == got.pred).all()
@@ -113,6 +115,22 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     want = pred_ft[pred_ft.subject == sid][["phase", "series", "p_mid"]]
     got = levels.merge(want, on=["phase", "series"], how="inner", suffixes=("", "_pipeline"))
     assert len(got) == len(want) and np.allclose(got.p_mid, got.p_mid_pipeline, atol=1e-5)
+    # The model records how its input was made (to_png's non-default window included) ...
+    info = json.loads(zipfile.ZipFile(repo / "models/mobilenet-bigru.keras").read("saxlevel.json"))
+    assert info["preprocessing"]["window_percentiles"] == [5, 95] and info["preprocessing"]["image_size"] == 32
+    # ... and `saxlevel export` makes it one file: with data/features gone, predict still gives the pipeline's
+    # levels and probabilities (the window and the ED/ES choice come from the file).
+    single = tmp_path / "elsewhere" / "mobilenet-bigru.keras"
+    _run([sys.executable, "-m", "saxlevel.cli", "export", "--model", "models/mobilenet-bigru.keras", "--out",
+          str(single)], repo, env)
+    assert "feature_extractor" not in json.loads(zipfile.ZipFile(single).read("saxlevel.json"))
+    shutil.move(repo / "data/features", tmp_path / "features-moved")
+    _run(cli[:6] + [str(single), "--out", str(tmp_path / "pred_single")], tmp_path / "elsewhere", env)
+    shutil.move(tmp_path / "features-moved", repo / "data/features")
+    single_levels = pd.read_csv(tmp_path / "pred_single" / "levels.csv")
+    pd.testing.assert_frame_equal(single_levels.drop(columns=[f"p_{c}" for c in ("oap", "ap", "mid", "bs", "obs")]),
+                                  original_levels.drop(columns=[f"p_{c}" for c in ("oap", "ap", "mid", "bs", "obs")]))
+    assert np.allclose(single_levels.filter(like="p_"), original_levels.filter(like="p_"), atol=1e-4)
     # The same subject exported as JPEG Lossless, and as Enhanced MR multi-frame files: the same levels.
     original = pd.read_csv(tmp_path / "pred" / "levels.csv")
     for form, syntax in (("classic", "jpeg-lossless"), ("enhanced", "explicit")):
@@ -123,6 +141,10 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
         levels = pd.read_csv(tmp_path / f"pred-{form}" / "levels.csv")
         pd.testing.assert_frame_equal(levels, original)
 
+    # The plots page works offline: the Vega scripts are inlined from .dvc/plots_template.html, no CDN.
+    _run(dvc + ["plots", "show", "--out", str(tmp_path / "plots_page")], repo, env)
+    page = (tmp_path / "plots_page" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "vega-lite@5.2.0" in page and page.count("vegaEmbed(") >= 3
     shown = json.loads(_run(dvc + ["plots", "show", "--json"], repo, env).stdout)
     assert not shown.get("errors"), shown.get("errors")
     rendered = set(shown["data"])

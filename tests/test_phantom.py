@@ -13,8 +13,9 @@ import pydicom
 import pytest
 
 from saxlevel import CLASSES
-from saxlevel.phantom import PhantomParams, make_phantom
-from saxlevel.phantom import anatomy, generate
+from saxlevel.phantom import anatomy, generate, make_phantom
+
+from conftest import phantom_params
 
 REQUIRED = ["PatientID", "PatientAge", "PatientSex", "SeriesDescription", "SeriesNumber", "InstanceNumber",
             "TriggerTime", "NominalInterval", "CardiacNumberOfImages", "Rows", "Columns", "PixelSpacing",
@@ -92,16 +93,16 @@ def test_defects_listed_in_truth(phantom_dir: Path) -> None:
 
 def test_defect_rates() -> None:
     rates = {"duplicate": 0.05, "inconsistent": 0.03, "noncontiguous": 0.04, "black": 0.01}
-    got = generate.assign_defects(PhantomParams(subjects=200, seed=3, defect_rates=rates))
+    got = generate.assign_defects(phantom_params(subjects=200, seed=3, defect_rates=rates))
     counts = collections.Counter(d for v in got.values() for d in v)
     assert counts == {k: round(r * 200) for k, r in rates.items()}
 
 
 def test_bad_params_are_named() -> None:
     with pytest.raises(ValueError, match="phantom.frames"):
-        PhantomParams(frames=2).validate()
+        phantom_params(frames=2).validate()
     with pytest.raises(ValueError, match="unknown defects"):
-        PhantomParams(defect_rates={"typo": 0.1}).validate()
+        phantom_params(defect_rates={"typo": 0.1}).validate()
 
 
 def test_label_derivation_by_geometry() -> None:
@@ -130,7 +131,7 @@ def test_label_derivation_by_geometry() -> None:
 def test_class_balance_close_to_table3() -> None:
     # Paper Table 3 (training): oap 15.5, ap 23.1, mid 23.2, bs 17.7, obs 20.5 %.
     target = {"oap": 15.5, "ap": 23.1, "mid": 23.2, "bs": 17.7, "obs": 20.5}
-    params = PhantomParams(subjects=100, seed=0)
+    params = phantom_params(subjects=100, seed=0)
     counts = collections.Counter(
         r["label"] for sid in range(1, 101) for r in generate.plan_subject(sid, [], params)["labels"]
     )
@@ -140,7 +141,7 @@ def test_class_balance_close_to_table3() -> None:
 
 
 def test_slices_per_subject_like_kaggle() -> None:
-    params = PhantomParams(subjects=100, seed=0)
+    params = phantom_params(subjects=100, seed=0)
     n = [generate.plan_subject(sid, [], params)["n"] for sid in range(1, 101)]
     assert min(n) >= 8 and max(n) <= 25
     assert 10 <= collections.Counter(n).most_common(1)[0][0] <= 12
@@ -155,11 +156,11 @@ def _digest(root: Path) -> str:
 
 
 def test_deterministic(tmp_path: Path) -> None:
-    params = PhantomParams(subjects=3, seed=11, frames=6, jobs=1)
+    params = phantom_params(subjects=3, seed=11, frames=6, jobs=1)
     make_phantom(tmp_path / "a", params, progress=False)
-    make_phantom(tmp_path / "b", PhantomParams(subjects=3, seed=11, frames=6, jobs=2), progress=False)
+    make_phantom(tmp_path / "b", phantom_params(subjects=3, seed=11, frames=6, jobs=2), progress=False)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    make_phantom(tmp_path / "c", PhantomParams(subjects=3, seed=12, frames=6, jobs=1), progress=False)
+    make_phantom(tmp_path / "c", phantom_params(subjects=3, seed=12, frames=6, jobs=1), progress=False)
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 

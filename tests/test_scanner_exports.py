@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import yaml
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from saxlevel import dicom, images, parallel, predict
+from saxlevel import dicom, images, parallel, pngs, predict
 from saxlevel.phantom import dicomio
 
 from conftest import REPO
@@ -53,7 +54,7 @@ def _pngs(root: Path, index: pd.DataFrame, out: Path) -> dict[tuple, bytes]:
     """to_png of every subject in ``index`` (ED frame 1, ES frame 3): {(subject, phase, order): PNG bytes}."""
     got = {}
     for _, g in index.groupby("subject"):
-        rows, problems, _ = images.subject_to_png(g, out, 1, 3, (2.0, 98.0))
+        rows, problems, _ = pngs.subject_to_png(g, out, 1, 3, (2.0, 98.0))
         assert not problems, problems
         got.update({(r["subject"], r["phase"], r["order"]): Path(r["path"]).read_bytes() for r in rows})
     return got
@@ -176,7 +177,7 @@ def test_same_place_series_repair_keeps_the_last_acquisition(tmp_path: Path) -> 
 def test_unavailable_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     class Missing:
         is_available = False
-        missing_dependencies = {"pylibjpeg": ["pylibjpeg-libjpeg"]}
+        missing_dependencies = ["pylibjpeg - requires pylibjpeg-libjpeg>=2.1"]
 
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Missing())
     dicom.decoder_problem.cache_clear()
@@ -202,7 +203,7 @@ def test_damaged_compressed_pixels_exclude_in_to_png(tmp_path: Path) -> None:
     assert excluded.empty
     out = {}
     for sid, g in index.groupby("subject"):
-        out[sid] = images.safe_subject_to_png(g, tmp_path / "png", 1, 3, (2.0, 98.0))
+        out[sid] = pngs.safe_subject_to_png(g, tmp_path / "png", 1, 3, (2.0, 98.0))
     assert out[1][0] and not out[1][1]
     assert out[2][1][0]["rule"] == "undecodable" and f.name in out[2][1][0]["detail"]
 
@@ -220,8 +221,12 @@ def test_a_worker_crash_costs_one_task() -> None:
 
 
 def _stage(script: str, *args: str, params: str | None = None, tmp: Path) -> subprocess.CompletedProcess:
+    """Run a stage script with the repository's params.yaml, ``params`` (YAML) merged over its sections."""
+    prm = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in (yaml.safe_load(params or "{}") or {}).items():
+        prm[section] = {**prm.get(section, {}), **values}
     pfile = tmp / "params.yaml"
-    pfile.write_text(params or "{}\n")
+    pfile.write_text(yaml.safe_dump(prm))
     return subprocess.run([sys.executable, str(REPO / "stages" / script), *args, "--params", str(pfile)],
                           capture_output=True, text=True, cwd=REPO)
 
@@ -334,3 +339,54 @@ def test_a_subject_found_twice_is_recorded(tmp_path: Path) -> None:
     assert sorted(index.subject.unique()) == [1, 2] and counts["subjects_kept"] == 2
     rec = excluded.iloc[0]
     assert rec.rule == "duplicate" and rec.action == "repaired" and "train/2/study: ignored" in rec.detail
+
+
+class _Probe:
+    """A stand-in model: predict_folder only reads its saxlevel.json preprocessing (stack_probabilities is
+    replaced by a recorder)."""
+
+    def __init__(self, window: list[float], size: int) -> None:
+        self.info = {"preprocessing": {"window_percentiles": window, "ed_frame": 1, "es_frame": 3,
+                                       "image_size": size}, "backbone": "mobilenet", "head": "dense"}
+
+
+def _record_stacks(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    seen: list[np.ndarray] = []
+
+    def probabilities(model: object, gray: np.ndarray) -> np.ndarray:
+        seen.append(gray)
+        return np.full((len(gray), 5), 0.2)
+
+    monkeypatch.setattr(predict, "stack_probabilities", probabilities)
+    return seen
+
+
+def test_predict_drops_an_undecodable_slice_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One image cannot be decoded: predict warns naming it and predicts that stack's other slices."""
+    make_study(tmp_path, 1)
+    f = _file(tmp_path, 1, series=12, frame=1)
+    dicomio.transcode(f, "rle")
+    ds = pydicom.dcmread(f)
+    frags = bytearray(ds.PixelData)
+    frags[20:40] = b"\xff" * 20
+    ds.PixelData = bytes(frags)
+    ds.save_as(f)
+    seen = _record_stacks(monkeypatch)
+    with pytest.warns(UserWarning, match="ED frame 1: slice dropped: .*IM-0012-0001.dcm"):
+        table = predict.predict_folder(_study(tmp_path, 1), _Probe([2, 98], 8))  # type: ignore[arg-type]
+    assert [len(g) for g in seen] == [4, 5]
+    assert set(table[table.phase == "ED"].series) == {"sax_10", "sax_11", "sax_13", "sax_14"}
+
+
+def test_predict_follows_the_models_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """predict windows with the percentiles the model records, not a default."""
+    from saxlevel import features
+
+    make_study(tmp_path, 1)
+    first = _study(tmp_path, 1) / "sax_10" / "IM-0010-0001.dcm"
+    for window in ([2, 98], [30, 70]):
+        seen = _record_stacks(monkeypatch)
+        predict.predict_folder(_study(tmp_path, 1), _Probe(window, 12))  # type: ignore[arg-type]
+        want = features.square_resize(images.window(images.read_pixels(first), *window), 12)
+        assert (seen[0][0] == want).all()
+    assert not (features.square_resize(images.window(images.read_pixels(first), 2, 98), 12) == want).all()

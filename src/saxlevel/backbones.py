@@ -11,34 +11,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from saxlevel.catalog import BACKBONES as SPECS
+from saxlevel.catalog import BackboneSpec
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    name: str
-    constructor: str  # keras.applications attribute
-    module: str  # keras.applications submodule holding preprocess_input
-    features: int  # after global average pooling (Table 4)
-    dense_batch: int  # Table 4 batch size for the CNN (dense) model
-    top1: float  # ImageNet top-1 accuracy quoted in Table 4 / the Keras documentation
-
-
-SPECS: dict[str, BackboneSpec] = {
-    "mobilenet": BackboneSpec("mobilenet", "MobileNet", "mobilenet", 1024, 32, 0.706),
-    "efficientnetb0": BackboneSpec("efficientnetb0", "EfficientNetB0", "efficientnet", 1280, 32, 0.771),
-    "nasnetmobile": BackboneSpec("nasnetmobile", "NASNetMobile", "nasnet", 1056, 32, 0.744),
-    "resnet50v2": BackboneSpec("resnet50v2", "ResNet50V2", "resnet_v2", 2048, 16, 0.760),
-}
-RNN_BATCH = 2  # Table 4: 2 stacks per batch for every CNN-RNN model
-
-# How much of the backbone trains with the head (saxlevel.finetune): none = frozen (the paper), top, all.
-FINETUNE_MODES = ("none", "top", "all")
-# BatchNorm while fine-tuning: auto = frozen statistics for pretrained weights, trained for random ones.
-BATCHNORM_MODES = ("auto", "frozen", "train")
 # Where `finetune: top` starts (the first layer matching the pattern; it and every later layer train).
 TOP_BLOCKS: dict[str, tuple[str, str]] = {
     "mobilenet": (r"^conv_pad_12$", "the last two depthwise-separable blocks (conv_dw/pw_12, _13)"),
@@ -48,8 +27,8 @@ TOP_BLOCKS: dict[str, tuple[str, str]] = {
 }
 
 
-class WeightsUnavailable(RuntimeError):
-    """ImageNet weights are not cached and cannot be downloaded."""
+class WeightsUnavailable(OSError):
+    """ImageNet weights are not cached and cannot be downloaded (an I/O problem: a stage stops with one line)."""
 
 
 def spec(name: str) -> BackboneSpec:

@@ -1,25 +1,113 @@
-"""The `saxlevel` command: phantom, predict and label subcommands (the pipeline itself runs with `dvc repro`)."""
+"""The `saxlevel` command: phantom, predict, export and label subcommands (the pipeline itself runs with
+`dvc repro`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+
+from saxlevel import CLASSES
 
 
 def _phantom(args: argparse.Namespace) -> int:
+    from saxlevel import params as P
     from saxlevel.phantom import PhantomParams, make_phantom
 
-    rates = dict(PhantomParams().defect_rates)
+    rates = {}
     for item in args.defect or []:
         name, _, value = item.partition("=")
         rates[name] = float(value)
-    params = PhantomParams(subjects=args.subjects, seed=args.seed, frames=args.frames, jobs=args.jobs,
-                           defect_rates=rates, format=args.format, transfer_syntax=args.transfer_syntax)
+    params = PhantomParams.from_params(P.load(args.params), subjects=args.subjects, seed=args.seed,
+                                       frames=args.frames, jobs=args.jobs, defect_rates=rates, format=args.format,
+                                       transfer_syntax=args.transfer_syntax)
     truth = make_phantom(args.out, params)
     n_def = sum(1 for s in truth["subjects"].values() if s["defects"])
     print(f"phantom: {len(truth['subjects'])} subjects ({n_def} with defects) written to {args.out}")
     return 0
+
+
+def _default_model(params_path: str) -> str:
+    from saxlevel import params as P
+
+    prm = P.load(params_path)
+    backbone, head = P.selected_model(prm)
+    return f"models/{backbone}-{head}.keras"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from saxlevel import predict
+
+    model = args.model or _default_model(args.params)
+    out = args.out or f"predictions/{Path(args.dicom_dir).resolve().name}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table, seconds = predict.run(args.dicom_dir, model, out, args.frames, args.decode, args.backbone_model)
+        except (predict.PredictError, OSError) as exc:
+            print(f"saxlevel predict: error: {exc}", file=sys.stderr)
+            return 2
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"saxlevel predict: warning: {w.message}", file=sys.stderr)
+    show = table[["phase", "frame", "order", "series", "position_mm", "level"]].copy()
+    show["p"] = table[[f"p_{lvl}" for lvl in CLASSES]].max(axis=1).round(3)
+    print(show.to_string(index=False))
+    print(f"{Path(model).stem}: {table.order.nunique()} slices x {table.phase.nunique()} frame(s) "
+          f"in {seconds:.2f} s (model loading excluded); wrote {out}/levels.csv and {out}/levels_*.png")
+    return 0
+
+
+def _label(args: argparse.Namespace) -> int:
+    from saxlevel import labeler
+
+    return labeler.main(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from saxlevel import predict
+
+    model = args.model or _default_model(args.params)
+    out = Path(args.out or Path("models/exported") / Path(model).name)
+    try:
+        info = predict.export(model, out, args.backbone_model)
+    except (predict.PredictError, OSError) as exc:
+        print(f"saxlevel export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"export: {info['backbone']}-{info['head']} with its frozen backbone and preprocessing -> {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB); `saxlevel predict --model {out} DICOM_DIR` needs nothing else")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `predict`, `export` and `label` on the `saxlevel` parser."""
+    p = sub.add_parser("predict", help="levels of every slice of one subject's DICOM folder")
+    p.add_argument("dicom_dir", help="one subject's study (Kaggle layout) or any folder of SAX DICOMs")
+    p.add_argument("--model", help="models/BACKBONE-HEAD.keras or a fine-tuned models/finetuned/BACKBONE-HEAD.keras "
+                   "(default: the selected backbone/head in params.yaml)")
+    p.add_argument("--backbone-model", help="frozen backbone .keras for a head trained on the feature cache (default: the one recorded "
+                   "in the model; fine-tuned models hold their backbone)")
+    p.add_argument("--out", help="output folder (default: predictions/<folder name>)")
+    p.add_argument("--frames", default="ed-es", choices=["ed-es", "all"])
+    p.add_argument("--decode", default="argmax", choices=["argmax", "ordered"])
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="one self-contained model file: a head with its frozen backbone and preprocessing")
+    p.add_argument("--model", help="models/BACKBONE-HEAD.keras (default: the selected backbone/head in params.yaml)")
+    p.add_argument("--backbone-model", help="frozen backbone .keras (default: the one recorded in the model)")
+    p.add_argument("--out", help="output .keras (default: models/exported/BACKBONE-HEAD.keras)")
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("label", help="label SAX stacks by hand (the paper's matplotlib labeler)")
+    p.add_argument("--index", default="data/png/index.csv", help="to_png's index.csv")
+    p.add_argument("--labels", required=True, help="labels CSV to create or continue")
+    p.add_argument("--predictions", help="a predictions CSV: show it and pre-fill unlabeled slices")
+    p.add_argument("--user", help="name recorded in labeled_by (default: $USER)")
+    p.set_defaults(func=_label)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,21 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("phantom", help="write a synthetic Kaggle-layout cine SAX DICOM tree with labels")
     p.add_argument("--out", required=True, help="output folder (replaced)")
-    p.add_argument("--subjects", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--frames", type=int, default=10, help="frames per cardiac cycle (Kaggle: ~30)")
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--params", default="params.yaml", help="defaults: its phantom section (default: params.yaml)")
+    p.add_argument("--subjects", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--frames", type=int, help="frames per cardiac cycle (Kaggle: ~30)")
+    p.add_argument("--jobs", type=int)
     p.add_argument("--defect", action="append", metavar="NAME=RATE",
                    help="defect rate, e.g. --defect duplicate=0.1 (duplicate, inconsistent, noncontiguous, black)")
-    p.add_argument("--format", default="classic", choices=dicomio.FORMATS,
+    p.add_argument("--format", choices=dicomio.FORMATS,
                    help="classic: one file per image (Kaggle); enhanced: one Enhanced MR multi-frame file per series")
-    p.add_argument("--transfer-syntax", default="explicit", choices=sorted(dicomio.TRANSFER_SYNTAXES),
+    p.add_argument("--transfer-syntax", choices=sorted(dicomio.TRANSFER_SYNTAXES),
                    help="write every file in this lossless transfer syntax (default: uncompressed, as Kaggle)")
     p.set_defaults(func=_phantom)
 
-    from saxlevel import cli_more
-
-    cli_more.add_commands(sub)
+    add_commands(sub)
     return parser
 
 

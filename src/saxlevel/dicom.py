@@ -4,8 +4,9 @@ Paper section 2.1 drops a subject when (1) more than one image has the same iden
 (subject, slice index N of sax_N, frame), (2) the number of slices differs between frames, or
 (3) the slice indices are not contiguous. Policy ``repair`` keeps such subjects instead and records
 what it changed. Policy ``predict`` (one new subject, saxlevel predict) repairs what it can without
-losing slices: rule 2 keeps the frames all slices have, rule 3 only warns. Files that cannot be used (unreadable, truncated, no pixels, missing tags, a transfer
-syntax nothing here decodes, invalid geometry) exclude their subject with a reason naming the file.
+losing slices: rule 2 keeps the frames all slices have, rule 3 only warns. Files that cannot be used
+(unreadable, truncated, no pixels, missing tags, a transfer syntax nothing here decodes, invalid
+geometry) exclude their subject with a reason naming the file.
 
 One index row is one image. Classic files hold one image; enhanced (and classic multi-frame) MR files
 hold many, each indexed as its own row with ``file_frame`` (0-based frame inside the file) from the
@@ -19,7 +20,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,8 +183,7 @@ def decoder_problem(syntax: str) -> str | None:
     except NotImplementedError:
         return f"transfer syntax {uid.name} ({uid}) has no pixel data decoder in pydicom"
     if not decoder.is_available:
-        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items()) if hasattr(
-            decoder, "missing_dependencies") else ""
+        missing = "; ".join(getattr(decoder, "missing_dependencies", []))
         return (f"transfer syntax {uid.name} ({uid}) needs a decoder plugin that is not installed "
                 f"({missing or 'see pydicom docs'}); `pip install -r requirements.txt` installs pylibjpeg's")
     return None
@@ -216,8 +216,9 @@ def _check_pixel_data(path: Path, ds: Dataset, notes: list[str]) -> None:
         length = len(value or b"")
     if value is not None and len(value) < length:
         raise FileDefect("unreadable", f"{path}: truncated ({len(value)} of {length} pixel data bytes)")
-    if not syntax.is_deflated and getattr(elem, "value_tell", 0) + length > os.path.getsize(path):
-        left = os.path.getsize(path) - elem.value_tell
+    value_tell = getattr(elem, "value_tell", 0)
+    if not syntax.is_deflated and value_tell + length > os.path.getsize(path):
+        left = os.path.getsize(path) - value_tell
         raise FileDefect("unreadable", f"{path}: truncated ({left} bytes left, pixel data needs {length})")
     expected = rows * cols * n * bits // 8
     if not expected <= length <= expected + 1:  # +1: odd lengths are padded to even
@@ -413,7 +414,7 @@ def index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[d
     return rows, problems, n_files
 
 
-def read_entries(sid: int, split: str, entries: list[tuple[str | None, int, Path]], problem: Problem,
+def read_entries(sid: int, split: str, entries: Sequence[tuple[str | None, int, Path]], problem: Problem,
                  drop_bad_files: bool = False) -> list[dict]:
     """Index rows of every image in (series, slice index, file) entries; a bad file is a recorded problem
     (its subject excluded, or with ``drop_bad_files`` the file dropped and the drop recorded)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, decode, metrics
+from saxlevel import CLASSES, STACK_KEY, decode, metrics
 
 PROB_COLUMNS = [f"p_{c}" for c in CLASSES]
 SPLITS = ("test", "val")
@@ -99,7 +99,7 @@ def position_baseline_predictions(data: pd.DataFrame) -> pd.DataFrame:
     from saxlevel.training import predictions_frame
 
     data = data.reset_index(drop=True)
-    rel = data.order / data.groupby(["subject", "phase"]).order.transform("max").clip(lower=1)
+    rel = data.order / data.groupby(STACK_KEY).order.transform("max").clip(lower=1)
     x = np.c_[rel, rel**2]
     train, rows = (data.split == "train").to_numpy(), data.split.isin(["val", "test"]).to_numpy()
     y = metrics.encode(data.label)

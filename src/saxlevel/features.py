@@ -23,7 +23,7 @@ def square_resize(gray: np.ndarray, size: int) -> np.ndarray:
     canvas = np.zeros((side, side), dtype=np.uint8)
     top, left = (side - h) // 2, (side - w) // 2
     canvas[top:top + h, left:left + w] = gray
-    return np.asarray(Image.fromarray(canvas).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(canvas).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def load_images(paths: Sequence[str], size: int) -> np.ndarray:
@@ -51,3 +51,22 @@ def prepare_backbone(name: str, size: int, weights: str, bn_paths: Sequence[str]
     if weights == "none" and len(bn_paths):
         n_bn = backbones.estimate_batchnorm(model, backbones.to_backbone_input(load_images(bn_paths, size), name))
     return model, n_bn
+
+
+def extract_split(name: str, data, cfg) -> tuple[np.ndarray, object, dict]:
+    """The extract stage: (features in split.csv row order, the frozen extractor, its record for
+    BACKBONE.json). ``cfg`` is params.FeatureSettings; BatchNorm statistics (random weights) come from
+    ``cfg.bn_images`` training images drawn with ``cfg.seed``."""
+    train = data[data.split == "train"]
+    bn_paths = train.sample(n=min(cfg.bn_images, len(train)), random_state=cfg.seed).path.tolist()
+    model, n_layers = prepare_backbone(name, cfg.image_size, cfg.weights, bn_paths)
+    feats, ips = extract(model, name, data.path.tolist(), cfg.image_size, cfg.batch_size)
+    record = {
+        "backbone": name, "weights": cfg.weights, "image_size": cfg.image_size, "dims": int(feats.shape[1]),
+        "n_images": int(len(feats)), "row_ids": data.row.tolist(), "images_per_second": round(ips, 1),
+        "parameters": int(model.count_params()),
+        "batchnorm_estimated_on": len(bn_paths) if cfg.weights == "none" else 0, "batchnorm_layers": n_layers,
+        "preprocess": f"keras.applications.{backbones.spec(name).module}.preprocess_input",
+        "seed": cfg.seed,
+    }
+    return feats, model, record

@@ -14,11 +14,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Polygon  # noqa: E402
 
 from saxlevel import CLASSES  # noqa: E402
+from saxlevel.catalog import display  # noqa: E402
 from saxlevel.images import load_png  # noqa: E402
-
-NAMES = {"mobilenet": "MobileNet", "efficientnetb0": "EfficientNetB0", "nasnetmobile": "NASNetMobile",
-         "resnet50v2": "ResNet50V2", "dense": "CNN", "lstm2": "2-LSTM", "bilstm": "Bi-LSTM", "gru2": "2-GRU",
-         "bigru": "Bi-GRU"}
 
 
 def _save(fig, path: Path) -> None:
@@ -122,9 +119,9 @@ def sotd_bars(table: pd.DataFrame, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.8 * len(backbones) + 2, 3.2))
     for i, h in enumerate(heads):
         vals = [table[(table["backbone"] == b) & (table["head"] == h)]["sotd"].sum() for b in backbones]
-        ax.bar(np.arange(len(backbones)) + i * width, vals, width, label=NAMES.get(h, h))
+        ax.bar(np.arange(len(backbones)) + i * width, vals, width, label=display(h))
     ax.set_xticks(np.arange(len(backbones)) + width * (len(heads) - 1) / 2,
-                  [NAMES.get(b, b) for b in backbones], fontsize=8)
+                  [display(b) for b in backbones], fontsize=8)
     ax.set_ylabel("SOTD (test)")
     ax.legend(fontsize=7, ncols=len(heads))
     ax.set_title("Sum of confusion entries outside the tridiagonal", fontsize=9)

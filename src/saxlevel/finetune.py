@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+
 import keras
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, augment, backbones, features
+from saxlevel import CLASSES, augment, backbones, catalog, features
 from saxlevel.heads import RNN_HEADS, apply_head
 from saxlevel.params import TrainSettings
 from saxlevel.training import one_hot, stack_rows
 
-MODES, BATCHNORM, TOP_BLOCKS = backbones.FINETUNE_MODES, backbones.BATCHNORM_MODES, backbones.TOP_BLOCKS
+MODES, TOP_BLOCKS = catalog.FINETUNE_MODES, backbones.TOP_BLOCKS
 
 
 def top_start(model, name: str) -> int:
@@ -182,7 +183,7 @@ def split_at_top(backbone_model, name: str) -> tuple[keras.Model, keras.Model]:
     return bottom, top
 
 
-def _head_layers(model) -> list:
+def head_layers(model) -> list:
     """The head's layers: everything after the image model or the slice encoder."""
     last = max(i for i, layer in enumerate(model.layers) if isinstance(layer, (keras.Model, SliceEncoder)))
     return model.layers[last + 1:]
@@ -210,7 +211,7 @@ def prepare_cached_top(name: str, head: str, cfg: TrainSettings, bn_paths: Seque
 
 def copy_head(source, target) -> None:
     """Copy the head's weights layer by layer (same head architecture on both models)."""
-    for a, b in zip(_head_layers(source), _head_layers(target), strict=True):
+    for a, b in zip(head_layers(source), head_layers(target), strict=True):
         b.set_weights(a.get_weights())
 
 

@@ -9,9 +9,8 @@ the longest stack with zero vectors that a Masking layer hides; softmax per slic
 from __future__ import annotations
 
 from saxlevel import CLASSES
+from saxlevel.catalog import HEADS, RNN_HEADS
 
-RNN_HEADS = ("lstm2", "bilstm", "gru2", "bigru")
-HEADS = ("dense",) + RNN_HEADS
 UNITS = 128
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pydicom
 import pydicom.pixels
 from PIL import Image
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 class PixelError(ValueError):
@@ -67,120 +65,20 @@ def load_png(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("L"))
 
 
-def read_index(path: str | Path) -> "pd.DataFrame":
-    """filter_dicom's index.csv, checked for the columns to_png needs (a clear error names what is missing)."""
-    import pandas as pd
+PREPROCESSING_FILE = "preprocessing.json"
 
-    from saxlevel.dicom import INDEX_COLUMNS
 
-    path = Path(path)
+def preprocessing(cfg: Any) -> dict:
+    """How the PNGs were made from the DICOM pixels (``cfg``: params.PngSettings). to_png writes it next to
+    the PNGs, train copies it into each model, predict applies exactly this."""
+    return {"window_percentiles": list(cfg.window), "ed_frame": cfg.ed_frame, "es_frame": cfg.es_frame,
+            "bit_depth": 8}
+
+
+def read_preprocessing(png_dir: str | Path) -> dict:
+    """The preprocessing record of a PNG folder (written by to_png)."""
+    path = Path(png_dir) / PREPROCESSING_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"index {path} not found: run filter_dicom first (dvc repro filter_dicom)")
-    index = pd.read_csv(path)
-    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
-    if missing:
-        raise ValueError(f"{path} lacks column(s) {', '.join(missing)}: it was written by an older filter_dicom; "
-                         "rerun it (dvc repro filter_dicom)")
-    return index
-
-
-PNG_COLUMNS = ["subject", "split", "phase", "frame", "series", "slice", "order", "position_mm", "path",
-               "rows", "cols", "pixel_spacing"]
-
-
-def ordered_series(images) -> tuple[dict, list[str]]:
-    """One subject's index rows per series (sorted by frame) and the series in apex->base order."""
-    by_series = {s: g.sort_values("frame") for s, g in images.groupby("series")}
-    return by_series, sorted(by_series, key=lambda s: int(by_series[s]["order"].iloc[0]))
-
-
-def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str, int]:
-    """The ED and ES frame numbers of one subject: given numbers, or 'auto' from the images
-    (phases.detect_ed_es over the mid slices). Raises ValueError naming the problem."""
-    from saxlevel import phases
-
-    frames = sorted(int(f) for f in images["frame"].unique())
-    by_series, order = ordered_series(images)
-    chosen: dict[str, int] = {}
-    if "auto" in (ed_frame, es_frame):
-        picks = [order[i] for i in phases.mid_slices(len(order))]
-        cines = []
-        for s in picks:
-            rec = by_series[s]
-            if len(rec) != len(frames):
-                raise ValueError(f"{s} has {len(rec)} frames, others {len(frames)}: cannot detect ED/ES")
-            cines.append(np.stack([read_pixels(p, k) for p, k in zip(rec["path"], rec["file_frame"])]))
-        if max(float(c.max()) for c in cines) <= 0:
-            raise ConstantImage(f"all-black mid slices ({', '.join(picks)})")
-        spacings = [float(by_series[s]["pixel_spacing"].iloc[0]) for s in picks]
-        ed_i, es_i, _ = phases.detect_ed_es(cines, spacings)
-        chosen = {"ED": frames[ed_i], "ES": frames[es_i]}
-    for phase, value in (("ED", ed_frame), ("ES", es_frame)):
-        if value != "auto":
-            if int(value) not in frames:
-                raise ValueError(f"to_png.{phase.lower()}_frame={value} not in frames {frames[0]}-{frames[-1]}")
-            chosen[phase] = int(value)
-    return chosen
-
-
-def safe_subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
-                        pct: tuple[float, float]) -> tuple[list[dict], list[dict], dict]:
-    """subject_to_png, with any unforeseen exception turned into an exclusion of that subject only."""
-    try:
-        return subject_to_png(images, out, ed_frame, es_frame, pct)
-    except Exception as exc:  # noqa: BLE001  one subject must not stop the run
-        return crash_result((images, out), f"{exc.__class__.__name__}: {exc}")
-
-
-def crash_result(task: tuple, why: str) -> tuple[list[dict], list[dict], dict]:
-    """The to_png result of a subject whose processing failed unexpectedly (its files named)."""
-    images = task[0]
-    sid = int(images["subject"].iloc[0])
-    folders = sorted({str(Path(p).parent) for p in images["path"]})
-    return [], [{"subject": sid, "rule": "error", "action": "excluded",
-                 "detail": f"{why} (files in {', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''})"}], \
-        {"subject": sid}
-
-
-def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
-                   pct: tuple[float, float]) -> tuple[list[dict], list[dict], dict]:
-    """Write one subject's ED and ES stacks as PNGs.
-
-    ``images`` is the subject's rows of the filter index. Returns (PNG index rows, exclusions,
-    info with the chosen frames). A constant image excludes the subject: its stack would be incomplete.
-    """
-    sid = int(images["subject"].iloc[0])
-    info: dict = {"subject": sid}
-
-    def excluded(rule: str, detail: str) -> tuple[list, list, dict]:
-        return [], [{"subject": sid, "rule": rule, "detail": detail, "action": "excluded"}], info
-
-    try:
-        chosen = choose_frames(images, ed_frame, es_frame)
-    except ConstantImage as exc:
-        return excluded("constant", str(exc))
-    except PixelError as exc:
-        return excluded("undecodable", str(exc))
-    except ValueError as exc:
-        return excluded("frames", str(exc))
-    info.update(ed_frame=chosen["ED"], es_frame=chosen["ES"])
-    by_series, order = ordered_series(images)
-    rows: list[dict] = []
-    for phase in ("ED", "ES"):
-        for s in order:
-            rec = by_series[s]
-            rec = rec[rec["frame"] == chosen[phase]].iloc[0]
-            try:
-                img = window(read_pixels(rec["path"], rec["file_frame"]), *pct)
-            except ConstantImage as exc:
-                return excluded("constant", f"{rec['path']}: {exc}")
-            except PixelError as exc:
-                return excluded("undecodable", str(exc))
-            rel = Path(str(sid)) / f"{phase}_{int(rec['order']):02d}_{s}.png"
-            save_png(out / rel, img)
-            rows.append({"subject": sid, "split": rec["split"], "phase": phase, "frame": chosen[phase],
-                         "series": s, "slice": int(rec["slice"]), "order": int(rec["order"]),
-                         "position_mm": float(rec["position_mm"]), "path": str(out / rel),
-                         "rows": int(rec["rows"]), "cols": int(rec["cols"]),
-                         "pixel_spacing": float(rec["pixel_spacing"])})
-    return rows, [], info
+        raise FileNotFoundError(f"{path} not found: the PNGs were made by an older to_png; rerun it "
+                                "(dvc repro to_png)")
+    return json.loads(path.read_text())

@@ -15,22 +15,23 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, io
+from saxlevel import CLASSES, LABEL_KEY, STACK_KEY, io
 from saxlevel.images import load_png
 
-KEY = ["subject", "series", "frame"]
+KEY = LABEL_KEY
 COLUMNS = KEY + ["label", "labeled_by", "labeled_at"]
 KEEP_BACKUPS = 5
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def levels_from_starts(starts: dict[int, int], n: int) -> list[int]:
@@ -58,7 +59,7 @@ class Labeler:
         self.user = user or os.environ.get("USER") or getpass.getuser()
         self.autosave_every = autosave_every
         self.stacks = [g.sort_values("order").reset_index(drop=True)
-                       for _, g in index.groupby(["subject", "phase"], sort=True)]
+                       for _, g in index.groupby(STACK_KEY, sort=True)]
         if not self.stacks:
             raise ValueError("the index lists no images to label")
         self.labels: dict[tuple, dict] = {}
@@ -77,7 +78,7 @@ class Labeler:
         self.starts: dict[int, int] = {}
         self.unsaved = 0
         self.message = ""
-        self.fig = None
+        self.fig: Any = None
         if show:
             self._make_figure()
 

@@ -1,4 +1,7 @@
-"""Typed, validated access to params.yaml (every error names the key and the fix)."""
+"""Typed, validated access to params.yaml (every error names the key and the fix).
+
+params.yaml is the single source of defaults: each stage reads one typed settings object from it, and a
+missing or ill-typed key is a ParamError naming the key. Command-line flags of a stage script override."""
 
 from __future__ import annotations
 
@@ -8,10 +11,11 @@ from typing import Any
 
 import yaml
 
-from saxlevel.backbones import BATCHNORM_MODES as BATCHNORM
-from saxlevel.backbones import FINETUNE_MODES as MODES
-from saxlevel.backbones import SPECS
-from saxlevel.heads import HEADS
+from saxlevel.catalog import BACKBONES as SPECS
+from saxlevel.catalog import BATCHNORM_MODES as BATCHNORM
+from saxlevel.catalog import FINETUNE_MODES as MODES
+from saxlevel.catalog import HEADS
+from saxlevel.decode import DECODERS
 
 BACKBONES = tuple(SPECS)
 
@@ -140,11 +144,10 @@ def train_settings(params: dict[str, Any], section: str = "train") -> TrainSetti
         raise ParamError(f"unknown training section {section!r}; use 'train' or '{FINETUNE_SECTION}'")
     kinds = {"epochs": int, "patience": int, "lr": float, "seed": int, "max_slices": int, "finetune": str,
              "augment": bool, "batchnorm": str, "bn_momentum": float}
-    defaults = {"patience": 0, "finetune": "none", "augment": False, "batchnorm": "auto", "bn_momentum": 0.9}
     values: dict[str, Any] = {}
     for key, kind in kinds.items():
         dotted = f"train.{key}"
-        raw = get(params, dotted, defaults.get(key, ...))
+        raw = get(params, dotted)
         if section == FINETUNE_SECTION and key in get(params, section):
             dotted, raw = f"{section}.{key}", get(params, f"{section}.{key}")
         values[key] = _typed(raw, kind, dotted)
@@ -158,15 +161,15 @@ def train_settings(params: dict[str, Any], section: str = "train") -> TrainSetti
     size_key = f"{section}.image_size" if section == FINETUNE_SECTION else "features.image_size"
     return TrainSettings(section=section, **values, image_size=_typed(get(params, size_key), int, size_key),
                          weights=str(get(params, "features.weights")),
-                         bn_images=_typed(get(params, "features.bn_images", 64), int, "features.bn_images"))
+                         bn_images=_typed(get(params, "features.bn_images"), int, "features.bn_images"))
 
 
 def finetune_grid(params: dict[str, Any]) -> tuple[list[str], list[str]]:
     """finetune_grid.backbones and .heads (may be empty lists: no fine-tuned models)."""
-    out = []
+    out: list[list[str]] = []
     for kind, known in (("backbones", BACKBONES), ("heads", HEADS)):
         key = f"{FINETUNE_SECTION}.{kind}"
-        value = get(params, key, [])
+        value = get(params, key)
         if value == []:
             out.append([])
             continue
@@ -196,10 +199,10 @@ class FilterSettings:
 
 def filter_settings(params: dict[str, Any], policy: str | None = None, jobs: int | None = None) -> FilterSettings:
     """filter.policy ('paper' or 'repair') and filter.jobs, command-line values first."""
-    policy = str(policy if policy is not None else get(params, "filter.policy", "paper"))
+    policy = str(policy if policy is not None else get(params, "filter.policy"))
     if policy not in ("paper", "repair"):
         raise ParamError(f"params.yaml: 'filter.policy' must be 'paper' or 'repair', got {policy!r}")
-    return FilterSettings(policy, _positive(jobs if jobs is not None else get(params, "filter.jobs", 2), "filter.jobs"))
+    return FilterSettings(policy, _positive(jobs if jobs is not None else get(params, "filter.jobs"), "filter.jobs"))
 
 
 @dataclass(frozen=True)
@@ -226,9 +229,9 @@ def _frame_choice(value: Any, key: str) -> int | str:
 def png_settings(params: dict[str, Any], ed_frame: Any = None, es_frame: Any = None,
                  jobs: int | None = None) -> PngSettings:
     """to_png.ed_frame / es_frame ('auto' or a number), window ([low, high] percentiles) and jobs."""
-    ed = _frame_choice(ed_frame if ed_frame is not None else get(params, "to_png.ed_frame", "auto"), "to_png.ed_frame")
-    es = _frame_choice(es_frame if es_frame is not None else get(params, "to_png.es_frame", "auto"), "to_png.es_frame")
-    raw = get(params, "to_png.window", [2, 98])
+    ed = _frame_choice(ed_frame if ed_frame is not None else get(params, "to_png.ed_frame"), "to_png.ed_frame")
+    es = _frame_choice(es_frame if es_frame is not None else get(params, "to_png.es_frame"), "to_png.es_frame")
+    raw = get(params, "to_png.window")
     try:
         window = tuple(float(x) for x in raw) if isinstance(raw, (list, tuple)) else ()
     except (TypeError, ValueError):
@@ -236,5 +239,92 @@ def png_settings(params: dict[str, Any], ed_frame: Any = None, es_frame: Any = N
     if len(window) != 2 or not 0 <= window[0] < window[1] <= 100:
         raise ParamError(f"params.yaml: 'to_png.window' must be [low, high] percentiles with 0 <= low < high <= 100, "
                          f"e.g. [2, 98]; got {raw!r}")
-    n = _positive(jobs if jobs is not None else get(params, "to_png.jobs", 2), "to_png.jobs")
+    n = _positive(jobs if jobs is not None else get(params, "to_png.jobs"), "to_png.jobs")
     return PngSettings(ed, es, (window[0], window[1]), n)
+
+
+def typed(params: dict[str, Any], key: str, kind: type) -> Any:
+    """The value at dotted ``key`` as ``kind`` (a ParamError names a missing or ill-typed key)."""
+    return _typed(get(params, key), kind, key)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """split's parameters (``split`` and ``data.labels``)."""
+
+    labels: str
+    seed: int
+    ratios: tuple[float, ...]
+
+
+def split_settings(params: dict[str, Any], labels: str | None = None, seed: int | None = None) -> SplitSettings:
+    """data.labels, split.seed and split.ratios (train, val, test; positive)."""
+    raw = get(params, "split.ratios")
+    try:
+        ratios = tuple(float(r) for r in raw) if isinstance(raw, list) else ()
+    except (TypeError, ValueError):
+        ratios = ()
+    if len(ratios) != 3 or min(ratios) <= 0:
+        raise ParamError(f"params.yaml: 'split.ratios' must be 3 positive numbers (train, val, test), got {raw!r}")
+    return SplitSettings(str(labels if labels is not None else get(params, "data.labels")),
+                         _typed(seed if seed is not None else get(params, "split.seed"), int, "split.seed"), ratios)
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """extract's parameters (``features``)."""
+
+    weights: str
+    image_size: int
+    batch_size: int
+    bn_images: int
+    seed: int
+
+
+def feature_settings(params: dict[str, Any]) -> FeatureSettings:
+    """features.weights (imagenet, none or a weights file), image_size, batch_size, bn_images, seed."""
+    return FeatureSettings(str(get(params, "features.weights")),
+                           _positive(get(params, "features.image_size"), "features.image_size"),
+                           _positive(get(params, "features.batch_size"), "features.batch_size"),
+                           _positive(get(params, "features.bn_images"), "features.bn_images"),
+                           typed(params, "features.seed", int))
+
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """evaluate's parameters: both grids, the selected model and ``evaluate``."""
+
+    backbones: list[str]
+    heads: list[str]
+    selected: tuple[str, str]
+    finetune_backbones: list[str]
+    finetune_heads: list[str]
+    paper: TrainSettings
+    finetuned: TrainSettings | None
+    decode: str
+    bootstrap: int
+    seed: int
+    figure3_subjects: int
+
+
+def evaluate_settings(params: dict[str, Any]) -> EvaluateSettings:
+    """Everything evaluate reads, typed and validated."""
+    backbones, heads = grid(params)
+    ft_backbones, ft_heads = finetune_grid(params)
+    how = str(get(params, "evaluate.decode"))
+    if how not in DECODERS:
+        raise ParamError(f"params.yaml: 'evaluate.decode' must be one of {DECODERS}, got {how!r}")
+    return EvaluateSettings(
+        backbones, heads, selected_model(params), ft_backbones, ft_heads, train_settings(params, "train"),
+        train_settings(params, FINETUNE_SECTION) if ft_backbones and ft_heads else None, how,
+        _count(get(params, "evaluate.bootstrap"), "evaluate.bootstrap"), typed(params, "evaluate.seed", int),
+        _count(get(params, "evaluate.figure3_subjects"), "evaluate.figure3_subjects"))
+
+
+def _count(value: Any, key: str) -> int:
+    """A whole number >= 0."""
+    whole = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
+    if not whole or int(value) < 0:
+        raise ParamError(f"params.yaml: '{key}' must be a whole number >= 0, got {value!r}")
+    return int(value)

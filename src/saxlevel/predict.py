@@ -1,9 +1,11 @@
 """Run a trained model on one new subject's DICOM folder and return the level of every slice.
 
-The images go through exactly the training path: the filter_dicom indexer (its defect rules become
-warnings, repaired as with filter.policy repair, or errors when nothing usable is left), the
-geometric apex->base order, the ED/ES detection of to_png, percentile windowing to 8 bits, the
-square resize and preprocess_input of the backbone, the saved frozen backbone, then the head.
+The images go through exactly the training path, with the choices the model recorded when it was
+trained (saxlevel.json "preprocessing"): the filter_dicom indexer (bad files dropped and stack defects
+repaired, each with a warning; an error only when nothing usable is left), the geometric apex->base
+order, to_png's ED/ES choice and percentile window, the square resize to the model's image size, the
+backbone's preprocess_input, the backbone, then the head. ``export`` turns a head trained on the feature
+cache plus its frozen extractor into one self-contained model file.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, backbones, decode, dicom, features, images
+from saxlevel import CLASSES, backbones, decode, dicom, features, images, pngs
 
 
 class PredictError(ValueError):
@@ -28,8 +31,8 @@ class PredictError(ValueError):
 @dataclass
 class LoadedModel:
     info: dict
-    head: object
-    backbone: object | None  # the frozen extractor; None for a self-contained fine-tuned model
+    head: Any
+    backbone: Any | None  # the frozen extractor; None for a self-contained fine-tuned model
 
 
 def model_info(path: str | Path) -> dict:
@@ -48,6 +51,9 @@ def load_model(path: str | Path, backbone_model: str | Path | None = None) -> Lo
     """Load a model. A fine-tuned model (input 'gray') holds its backbone and preprocessing and is loaded
     alone; a head trained on the feature cache is loaded with the frozen extractor saved by extract
     (BatchNorm statistics included)."""
+    from saxlevel import tfquiet
+
+    tfquiet.import_tensorflow()
     import keras
 
     from saxlevel import finetune  # noqa: F401  (registers the custom layers of fine-tuned models)
@@ -108,13 +114,25 @@ def index_folder(folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es", how: str = "argmax",
-                   pct: tuple[float, float] = (2.0, 98.0)) -> pd.DataFrame:
-    """One row per (frame, slice): phase, frame, series, order, position_mm, level and the five probabilities."""
+def preprocessing(info: dict) -> dict:
+    """The input preprocessing a model was trained with (recorded by to_png and train in saxlevel.json)."""
+    prep = info.get("preprocessing")
+    if not prep:
+        raise PredictError("the model records no preprocessing (window, ED/ES choice, image size): it was "
+                           "trained by an older saxlevel; retrain it with `dvc repro`")
+    return prep
+
+
+def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es",
+                   how: str = "argmax") -> pd.DataFrame:
+    """One row per (frame, slice): phase, frame, series, order, position_mm, level and the five probabilities.
+    Every preprocessing choice (window, ED/ES frames, image size) is the one the model was trained with."""
+    prep = preprocessing(model.info)
+    pct = (float(prep["window_percentiles"][0]), float(prep["window_percentiles"][1]))
     index = index_folder(folder)
     if frames == "ed-es":
         try:
-            chosen = images.choose_frames(index, "auto", "auto")
+            chosen = pngs.choose_frames(index, prep["ed_frame"], prep["es_frame"])
         except ValueError as exc:  # PixelError, ConstantImage, missing frames: all name the problem
             raise PredictError(f"cannot find ED/ES in {folder}: {exc}") from None
         wanted = [("ED", chosen["ED"]), ("ES", chosen["ES"])]
@@ -122,12 +140,20 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
         wanted = [(f"F{f}", int(f)) for f in sorted(index.frame.unique())]
     else:
         raise PredictError(f"--frames must be ed-es or all, got {frames!r}")
-    info = model.info
     rows = []
     for phase, frame in wanted:
         stack = index[index.frame == frame].sort_values("order")
-        gray = np.stack([features.square_resize(_windowed(p, k, pct), info["image_size"])
-                         for p, k in zip(stack.path, stack.file_frame)])
+        images_ok, keep = [], []
+        for i, (p, k) in enumerate(zip(stack.path, stack.file_frame)):
+            try:
+                images_ok.append(features.square_resize(_windowed(p, k, pct), int(prep["image_size"])))
+                keep.append(i)
+            except PredictError as exc:  # one bad image costs its slice in this stack, with a warning
+                warnings.warn(f"{phase} frame {frame}: slice dropped: {exc}", stacklevel=2)
+        if not keep:
+            raise PredictError(f"no image of {phase} frame {frame} in {folder} could be read")
+        stack = stack.iloc[keep]
+        gray = np.stack(images_ok)
         probs = stack_probabilities(model, gray)
         levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
         for k, r in enumerate(stack.itertuples()):
@@ -152,9 +178,10 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     out = Path(out)
     io.write_csv(out / "levels.csv", table.drop(columns=["path", "file_frame"]))
     name = f"{model.info['backbone']}-{model.info['head']}"
+    pct = tuple(preprocessing(model.info)["window_percentiles"])
     for phase, stack in table.groupby("phase", sort=False):
         panel = stack.assign(true=stack.level, pred=stack.level,
-                             path=[_png_of(p, k, out / "images") for p, k in zip(stack.path, stack.file_frame)])
+                             path=[_png_of(p, k, out / "images", pct) for p, k in zip(stack.path, stack.file_frame)])
         figures.stack_panels(panel, f"subject {stack.subject.iloc[0]} {phase} (frame {stack.frame.iloc[0]}), "
                              f"{name} ({how})", out / f"levels_{phase}.png", show_truth=False)
     return table, seconds
@@ -168,9 +195,31 @@ def _windowed(path: str, file_frame: int, pct: tuple[float, float]) -> np.ndarra
         raise PredictError(f"{path}: {exc}") from None
 
 
-def _png_of(dicom_path: str, file_frame: int, folder: Path) -> str:
+def _png_of(dicom_path: str, file_frame: int, folder: Path, pct: tuple) -> str:
     """A windowed 8-bit PNG copy of one DICOM image (for the panel figure)."""
     suffix = f"_{int(file_frame) + 1:04d}" if file_frame else ""
     target = folder / (Path(dicom_path).parent.name + "_" + Path(dicom_path).stem + suffix + ".png")
-    images.save_png(target, _windowed(dicom_path, file_frame, (2.0, 98.0)))
+    images.save_png(target, _windowed(dicom_path, file_frame, (float(pct[0]), float(pct[1]))))
     return str(target)
+
+
+def export(model_path: str | Path, out: str | Path, backbone_model: str | Path | None = None) -> dict:
+    """Write a head trained on the feature cache, with its frozen extractor, as one self-contained .keras
+    file (gray image or stack in, levels out: preprocess_input, backbone and head inside, the metadata in
+    saxlevel.json). Returns that metadata. Registered layers only: no Lambda, nothing pickled."""
+    from saxlevel import finetune, io
+
+    loaded = load_model(model_path, backbone_model)
+    if loaded.backbone is None:
+        raise PredictError(f"{model_path} is already one self-contained file (input 'gray'); use it as it is")
+    info = dict(loaded.info)
+    loaded.backbone.trainable = False
+    single = finetune.build_model(info["backbone"], info["head"], loaded.backbone)
+    source = [layer for layer in loaded.head.layers if layer.get_weights()]
+    target = [layer for layer in finetune.head_layers(single) if layer.get_weights()]
+    for a, b in zip(source, target, strict=True):
+        b.set_weights(a.get_weights())
+    info.pop("feature_extractor", None)
+    info.update(input="gray", input_range=[0, 255], exported_from=str(model_path))
+    io.save_keras(out, single, extra=info)
+    return info

@@ -7,12 +7,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES
+from saxlevel import CLASSES, LABEL_KEY, STACK_KEY
 
 SPLIT_NAMES = ("train", "val", "test")
 # Paper Table 1: 576 / 214 / 184 of 974 subjects.
 PAPER_RATIOS = (576, 214, 184)
-KEY = ["subject", "series", "frame"]
+KEY = LABEL_KEY
 
 
 class LabelError(ValueError):
@@ -83,10 +83,10 @@ def tables(data: pd.DataFrame) -> dict:
     out: dict = {"table1_subjects": {}, "table2_images": {}, "table2_stacks": {}, "table3_classes": {}}
     total_sub = data.subject.nunique()
     total_img = len(data)
-    total_stk = data.groupby(["subject", "phase"]).ngroups
+    total_stk = data.groupby(STACK_KEY).ngroups
     for name in SPLIT_NAMES + ("total",):
         part = data if name == "total" else data[data.split == name]
-        n_sub, n_img, n_stk = part.subject.nunique(), len(part), part.groupby(["subject", "phase"]).ngroups
+        n_sub, n_img, n_stk = part.subject.nunique(), len(part), part.groupby(STACK_KEY).ngroups
         out["table1_subjects"][name] = {"count": n_sub, "percent": round(100 * n_sub / max(total_sub, 1), 1)}
         out["table2_images"][name] = {"count": n_img, "percent": round(100 * n_img / max(total_img, 1), 1)}
         out["table2_stacks"][name] = {"count": n_stk, "percent": round(100 * n_stk / max(total_stk, 1), 1)}
@@ -96,3 +96,17 @@ def tables(data: pd.DataFrame) -> dict:
             for c in CLASSES
         }
     return out
+
+
+def make_split(images: pd.DataFrame, labels_path: str, ratios: tuple[float, ...], seed: int) -> pd.DataFrame:
+    """split.csv: every PNG with its label, its subject's split (train/val/test) and Kaggle's split, one row id
+    per image in (subject, phase, order) order. Raises ValueError / FileNotFoundError naming the problem."""
+    if images.empty:
+        raise ValueError("the PNG index lists no images (did every subject get excluded?)")
+    data = join_labels(images, read_labels(labels_path), str(labels_path))
+    assignment = assign_splits(sorted(images.subject.unique()), ratios, seed)
+    data.insert(1, "kaggle_split", data.pop("split"))
+    data.insert(1, "split", data.subject.map(assignment))
+    data = data.sort_values(["subject", "phase", "order"]).reset_index(drop=True)
+    data.insert(0, "row", range(len(data)))
+    return data

@@ -7,11 +7,11 @@ import os
 import random
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from saxlevel import params as P
+from saxlevel import tfquiet
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -21,17 +21,13 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return ap
 
 
-def option(cli_value: Any, prm: dict, key: str, default: Any = ...) -> Any:
-    """A command-line flag if given, else params.yaml's value."""
-    return cli_value if cli_value is not None else P.get(prm, key, default)
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and (if imported) TensorFlow, and make TF ops deterministic."""
     os.environ["PYTHONHASHSEED"] = str(seed)
     random.seed(seed)
     np.random.seed(seed)
     try:
+        tfquiet.import_tensorflow()
         import keras
 
         keras.utils.set_random_seed(seed)

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASS_INDEX, CLASSES
+from saxlevel import CLASS_INDEX, CLASSES, STACK_KEY
 from saxlevel.heads import RNN_HEADS, build_head
-
-STACK_KEY = ["subject", "phase"]
 
 
 @dataclass

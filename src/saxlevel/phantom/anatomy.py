@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
 # Minimum cavity radius (mm) for an LV blood pool to be "discernible": below it a slice is oap
 # (paper section 2.2: out-of-apical = no appearance of the LV blood pool).
 MIN_POOL_RADIUS_MM = 3.0

@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     DeflatedExplicitVRLittleEndian,
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
@@ -28,7 +29,7 @@ from saxlevel.phantom.geometry import Plane
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."  # pydicom's registered root
 
 
-def uid(*parts: object) -> str:
+def uid(*parts: object) -> UID:
     """A UID derived from ``parts`` (same parts -> same UID, so output is byte-identical per seed)."""
     return generate_uid(prefix=UID_PREFIX, entropy_srcs=["saxlevel-phantom", *map(str, parts)])
 
@@ -141,7 +142,7 @@ def to_enhanced(files: list[Path], path: Path) -> None:
                     "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
                     "BitsStored", "HighBit", "PixelRepresentation"):
         if keyword in first:
-            setattr(ds, keyword, first.data_element(keyword).value)
+            setattr(ds, keyword, first[keyword].value)
     ds.SOPClassUID = EnhancedMRImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]

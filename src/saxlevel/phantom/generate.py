@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,17 +29,34 @@ KAGGLE_SPLITS = (("train", 500), ("validate", 200), ("test", 440))
 
 @dataclass(frozen=True)
 class PhantomParams:
-    """Generator parameters (params.yaml ``phantom``)."""
+    """Generator parameters: params.yaml ``phantom`` is their only source of defaults (from_params)."""
 
-    subjects: int = 100
-    seed: int = 0
-    frames: int = 12
-    defect_rates: dict[str, float] = field(
-        default_factory=lambda: {"duplicate": 0.04, "inconsistent": 0.03, "noncontiguous": 0.03, "black": 0.01}
-    )
-    jobs: int = 2
-    format: str = "classic"  # classic: one file per image (Kaggle); enhanced: one Enhanced MR file per series
-    transfer_syntax: str = "explicit"  # explicit (Kaggle), deflate, rle, jpeg-lossless, jpeg-ls, jpeg2000
+    subjects: int
+    seed: int
+    frames: int
+    defect_rates: dict[str, float]
+    jobs: int
+    format: str  # classic: one file per image (Kaggle); enhanced: one Enhanced MR file per series
+    transfer_syntax: str  # explicit (Kaggle), deflate, rle, jpeg-lossless, jpeg-ls, jpeg2000
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides: object) -> PhantomParams:
+        """params.yaml's ``phantom`` section, typed (a ParamError names a missing or ill-typed key); keyword
+        arguments that are not None override it (defect_rates merge)."""
+        from saxlevel import params as P
+
+        rates = P.get(params, "phantom.defect_rates")
+        if not isinstance(rates, dict):
+            raise P.ParamError(f"params.yaml: 'phantom.defect_rates' must be a mapping, got {rates!r}")
+        values: dict[str, Any] = {"subjects": P.typed(params, "phantom.subjects", int), "seed": P.typed(params, "phantom.seed", int),
+                  "frames": P.typed(params, "phantom.frames", int), "jobs": P.typed(params, "phantom.jobs", int),
+                  "format": P.typed(params, "phantom.format", str),
+                  "transfer_syntax": P.typed(params, "phantom.transfer_syntax", str),
+                  "defect_rates": {str(k): float(v) for k, v in rates.items()}}
+        extra_rates = overrides.pop("defect_rates", None) or {}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["defect_rates"].update(extra_rates)
+        return cls(**values)
 
     def validate(self) -> None:
         """Raise ValueError naming the bad parameter."""
