@@ -107,6 +107,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", required=True, help="labels CSV to create or continue")
     p.add_argument("--predictions", help="a predictions CSV: show it and pre-fill unlabeled slices")
     p.add_argument("--user", help="name recorded in labeled_by (default: $USER)")
+    p.add_argument("--review", choices=["uncertain"],
+                   help="order subjects by the model's uncertainty (least confident first); needs --predictions")
     p.set_defaults(func=_label)
 
 
