@@ -382,7 +382,10 @@ class Labeler:
         self.status_ax.set_yticks([])
         for spine in self.status_ax.spines.values():  # the white frame stays: a blit repaints it under new text
             spine.set_visible(False)
-        self.status_text = self.status_ax.text(0.0, 0.5, "", fontsize=9, va="center", family="monospace")
+        # Labels and the status line are "animated": the full draw leaves them out, _on_draw keeps the pixels
+        # beneath them and draws them on top, and an event repaints just those strips (blitting).
+        self.status_text = self.status_ax.text(0.0, 0.5, "", fontsize=9, va="center", family="monospace",
+                                               animated=True)
         self._slot: dict[Any, tuple[str, int]] = {}
         self.panels: dict[tuple[str, int], dict[str, Any]] = {}
         for r, phase in enumerate(PHASES):
@@ -392,8 +395,8 @@ class Labeler:
                 ax.set_yticks([])
                 im = ax.imshow(np.zeros((2, 2), np.uint8), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
                 label = ax.text(0.5, 0.98, "", transform=ax.transAxes, ha="center", va="top", fontsize=8,
-                                color="white", bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5,
-                                                     "edgecolor": "none"})
+                                color="white", animated=True, clip_on=True,
+                                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "edgecolor": "none"})
                 if j == 0:  # the row's phase, once (every text in a panel is redrawn with it)
                     ax.text(0.02, 0.02, phase, transform=ax.transAxes, fontsize=8, color="yellow", va="bottom")
                 self._slot[ax] = (phase, j)
@@ -402,6 +405,8 @@ class Labeler:
                                        wrap=True, visible=False,
                                        bbox={"facecolor": "lightyellow", "alpha": 0.95, "pad": 12})
         self._fit_to_screen()
+        self._backgrounds: dict[Any, Any] = {}
+        self.fig.canvas.mpl_connect("draw_event", self._on_draw)
         self.fig.canvas.mpl_connect("key_press_event", self.on_key)
         self.fig.canvas.mpl_connect("button_press_event", self.on_click)
         self.refresh([], True)
@@ -441,7 +446,7 @@ class Labeler:
             self.fig.canvas.draw_idle()
             return
         keys = set(changed)
-        dirty = [self.status_ax]
+        dirty = [(self.status_ax, self.status_text)]
         for phase in PHASES:
             for j, k in enumerate(self.row_keys(phase)):
                 if k in keys:
@@ -449,14 +454,40 @@ class Labeler:
                     panel = self.panels[(phase, j)]
                     panel["label"].set_text(text)
                     panel["label"].set_color(color)
-                    dirty.append(panel["ax"])
+                    dirty.append((panel["ax"], panel["label"]))
         canvas = self.fig.canvas
-        if getattr(canvas, "supports_blit", False) and canvas.get_renderer() is not None and not self.show_help:
-            for ax in dirty:
-                ax.redraw_in_frame()
-                canvas.blit(ax.bbox)
-        else:
+        if self.show_help or not getattr(canvas, "supports_blit", False) or \
+                any(ax not in self._backgrounds for ax, _ in dirty):
             canvas.draw_idle()
+            return
+        for ax, artist in dirty:
+            box, background = self._backgrounds[ax]
+            canvas.restore_region(background)
+            ax.draw_artist(artist)
+            canvas.blit(box)
+
+    def _strip(self, ax: Any) -> Any:
+        """The display region an axes' animated text occupies: the status axes, or a panel's top strip."""
+        from matplotlib.transforms import Bbox
+
+        box = ax.bbox
+        if ax is self.status_ax:
+            return Bbox(box.get_points().copy())
+        return Bbox.from_extents(box.x0, box.y1 - max(0.18 * box.height, 16.0), box.x1, box.y1)
+
+    def _on_draw(self, event: Any) -> None:
+        """After a full draw: keep the pixels under every animated text, then draw the texts on top."""
+        canvas = self.fig.canvas
+        if not getattr(canvas, "supports_blit", False):
+            return
+        self._backgrounds = {}
+        shown = [(self.status_ax, self.status_text)] + [
+            (p["ax"], p["label"]) for p in self.panels.values() if p["ax"].get_visible()]
+        for ax, _ in shown:
+            box = self._strip(ax)
+            self._backgrounds[ax] = (box, canvas.copy_from_bbox(box))
+        for ax, artist in shown:
+            ax.draw_artist(artist)
 
     def _fill_page(self) -> None:
         imgs = self.images(self.subject)
