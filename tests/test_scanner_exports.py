@@ -203,7 +203,7 @@ def test_damaged_compressed_pixels_exclude_in_to_png(tmp_path: Path) -> None:
     assert excluded.empty
     out = {}
     for sid, g in index.groupby("subject"):
-        out[sid] = pngs.safe_subject_to_png(g, tmp_path / "png", 1, 3, (2.0, 98.0))
+        out[sid] = pngs.subject_to_png(g, tmp_path / "png", 1, 3, (2.0, 98.0))
     assert out[1][0] and not out[1][1]
     assert out[2][1][0]["rule"] == "undecodable" and f.name in out[2][1][0]["detail"]
 
@@ -216,8 +216,38 @@ def _die_on_two(i: int) -> int:
 
 def test_a_worker_crash_costs_one_task() -> None:
     got = parallel.map_isolated(_die_on_two, [(i,) for i in range(6)], jobs=2,
-                                on_crash=lambda task, why: -task[0], desc="t", progress=False)
+                                on_failure=lambda task, why: -task[0], desc="t", progress=False)
     assert got == [0, 10, -2, 30, 40, 50]
+
+
+def _raise_on_three(i: int) -> int:
+    if i == 3:
+        raise ValueError("nobody foresaw this")
+    return i * 10
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_exception_costs_one_task(jobs: int) -> None:
+    got = parallel.map_isolated(_raise_on_three, [(i,) for i in range(5)], jobs=jobs,
+                                on_failure=lambda task, why: why, desc="t", progress=False)
+    assert got == [0, 10, 20, "ValueError: nobody foresaw this", 40]
+
+
+def test_an_unforeseen_error_excludes_only_its_subject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_study(tmp_path, 1)
+    make_study(tmp_path, 2)
+    real = dicom.sax_entries
+
+    def entries(study: Path) -> list:
+        if study.parent.name == "2":
+            raise KeyError("boom")
+        return real(study)
+
+    monkeypatch.setattr(dicom, "sax_entries", entries)
+    index, excluded, counts = dicom.index_root(tmp_path, jobs=1, progress=False)
+    assert sorted(index.subject.unique()) == [1] and counts["subjects_kept"] == 1
+    rec = excluded.iloc[0]
+    assert rec.rule == "error" and rec.subject == 2 and "KeyError: 'boom'" in rec.detail and "2/study" in rec.detail
 
 
 def _stage(script: str, *args: str, params: str | None = None, tmp: Path) -> subprocess.CompletedProcess:

@@ -611,17 +611,11 @@ def _longest_run(idx: list[int]) -> list[int]:
     return best
 
 
-def safe_index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[dict], int]:
-    """index_study, with any unforeseen exception turned into an exclusion of that subject only."""
-    try:
-        return index_study(study, policy)
-    except Exception as exc:  # noqa: BLE001
-        return [], [_error_record(study, exc)], 0
-
-
-def _error_record(study: Study, exc: BaseException) -> dict:
-    return {"subject": study.subject, "rule": "error", "action": "excluded",
-            "detail": f"{study.path}: {exc.__class__.__name__}: {exc}"}
+def _failed_study(task: tuple, why: str) -> tuple[list[dict], list[dict], int]:
+    """The index result of a subject whose indexing raised or killed its worker: excluded, rule ``error``."""
+    study = task[0]
+    return [], [{"subject": study.subject, "rule": "error", "action": "excluded",
+                 "detail": f"{study.path}: {why}"}], 0
 
 
 def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1,
@@ -632,8 +626,7 @@ def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1,
     shadowed: list[Study] = []
     studies = find_studies(raw, shadowed)
     results = parallel.map_isolated(
-        safe_index_study, [(s, policy) for s in studies], jobs,
-        on_crash=lambda task, why: ([], [_error_record(task[0], RuntimeError(why))], 0),
+        index_study, [(s, policy) for s in studies], jobs, on_failure=_failed_study,
         desc="filter_dicom", unit="subject", progress=progress)
     rows = [r for res in results for r in res[0]]
     problems = [p for res in results for p in res[1]]

@@ -69,17 +69,8 @@ def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str,
     return chosen
 
 
-def safe_subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
-                        pct: tuple[float, float]) -> tuple[list[dict], list[dict], dict]:
-    """subject_to_png, with any unforeseen exception turned into an exclusion of that subject only."""
-    try:
-        return subject_to_png(images, out, ed_frame, es_frame, pct)
-    except Exception as exc:  # noqa: BLE001  one subject must not stop the run
-        return crash_result((images, out), f"{exc.__class__.__name__}: {exc}")
-
-
-def crash_result(task: tuple, why: str) -> tuple[list[dict], list[dict], dict]:
-    """The to_png result of a subject whose processing failed unexpectedly (its files named)."""
+def failed_subject(task: tuple, why: str) -> tuple[list[dict], list[dict], dict]:
+    """The to_png result of a subject whose processing raised or killed its worker (its files named)."""
     images = task[0]
     sid = int(images["subject"].iloc[0])
     folders = sorted({str(Path(p).parent) for p in images["path"]})
@@ -150,7 +141,7 @@ def write_pngs(index: pd.DataFrame, out: Path, cfg: PngSettings, final: Path | N
     """Every subject of a filter index to PNGs under ``out`` (in ``cfg.jobs`` processes, none able to stop the
     others); index paths point into ``final`` (the folder ``out`` becomes) when given."""
     tasks = [(g, out, cfg.ed_frame, cfg.es_frame, cfg.window) for _, g in index.groupby("subject", sort=True)]
-    results = parallel.map_isolated(safe_subject_to_png, tasks, cfg.jobs, on_crash=crash_result, desc="to_png",
+    results = parallel.map_isolated(subject_to_png, tasks, cfg.jobs, on_failure=failed_subject, desc="to_png",
                                     unit="subject", progress=progress)
     rows = [r for res in results for r in res[0]]
     if final is not None:
