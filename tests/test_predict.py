@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,14 @@ def test_flat_folder_and_repair_warning(tmp_path: Path) -> None:
     make_study(tmp_path / "src", 10, descending=True)
     for f in (tmp_path / "src").rglob("*.dcm"):
         (flat / f"{f.parent.name}_{f.name}").write_bytes(f.read_bytes())
-    index = predict.index_folder(flat)
+    # A whole-study export also holds long-axis series: dropped by SeriesDescription, without a warning.
+    patient = dicomio.Patient("10", "050Y", "F", 900.0, dicomio.uid("t", 10), dicomio.uid("f", 10))
+    plane = geometry.plane_through(np.zeros(3), np.array([1.0, 0, 0]), np.array([0, 0, -1.0]), 2.0, 16, 12)
+    dicomio.write_image(flat / "4ch_IM-0030-0001.dcm", patient, np.ones((16, 12), np.uint16), plane=plane, frame=1,
+                        frames=4, thickness=7.0, series=30, acquisition=1, slice_location=0.0, description="4ch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        index = predict.index_folder(flat)
     order = index.drop_duplicates("series").sort_values("order")
-    assert order.series.tolist() == [f"slice_{k}" for k in range(5)]
+    assert order.series.tolist() == [f"slice_{k}" for k in range(5)] and not index.path.str.contains("4ch").any()
     assert (np.diff(order.position_mm) > 0).all()

@@ -140,15 +140,14 @@ def read_frames(path: str | Path) -> list[dict]:
     """
     path = Path(path)
     ds, notes = _open(path)
-    _check_pixel_data(path, ds, notes)
+    rows, cols, n = _check_pixel_data(path, ds, notes)
     common = {
-        "rows": _positive_int(path, ds, "Rows"),
-        "cols": _positive_int(path, ds, "Columns"),
+        "rows": rows,
+        "cols": cols,
         "series_number": _number(ds, "SeriesNumber", int, 0),
         "acquisition": _number(ds, "AcquisitionNumber", int, 0),
         "description": str(ds.get("SeriesDescription", "")),
     }
-    n = number_of_frames(path, ds)
     if "PerFrameFunctionalGroupsSequence" in ds:
         frames = _functional_group_frames(path, ds, n)
     else:
@@ -189,8 +188,9 @@ def decoder_problem(syntax: str) -> str | None:
     return None
 
 
-def _check_pixel_data(path: Path, ds: Dataset, notes: list[str]) -> None:
-    """Pixel data present, decodable, complete, and as large as Rows x Columns x frames says."""
+def _check_pixel_data(path: Path, ds: Dataset, notes: list[str]) -> tuple[int, int, int]:
+    """Pixel data present, decodable, complete, and as large as Rows x Columns x frames says; returns
+    (Rows, Columns, NumberOfFrames)."""
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", Dataset()):
         raise FileDefect("unreadable", f"{path}: no file meta information (TransferSyntaxUID missing)")
     syntax = ds.file_meta.TransferSyntaxUID
@@ -211,7 +211,7 @@ def _check_pixel_data(path: Path, ds: Dataset, notes: list[str]) -> None:
     if syntax.is_encapsulated:
         if not syntax.is_deflated:
             _check_fragments(path, elem, n)
-        return
+        return rows, cols, n
     if length is None or length == 0xFFFFFFFF:
         length = len(value or b"")
     if value is not None and len(value) < length:
@@ -224,6 +224,7 @@ def _check_pixel_data(path: Path, ds: Dataset, notes: list[str]) -> None:
     if not expected <= length <= expected + 1:  # +1: odd lengths are padded to even
         raise FileDefect("bad_geometry", f"{path}: pixel data holds {length} bytes but Rows x Columns x "
                          f"NumberOfFrames x BitsAllocated = {rows} x {cols} x {n} x {bits} bits = {expected} bytes")
+    return rows, cols, n
 
 
 def _check_fragments(path: Path, elem: Any, frames: int) -> None:
@@ -417,12 +418,14 @@ def index_study(study: Study, policy: str = "paper") -> tuple[list[dict], list[d
 def read_entries(sid: int, split: str, entries: Sequence[tuple[str | None, int, Path]], problem: Problem,
                  drop_bad_files: bool = False) -> list[dict]:
     """Index rows of every image in (series, slice index, file) entries; a bad file is a recorded problem
-    (its subject excluded, or with ``drop_bad_files`` the file dropped and the drop recorded)."""
+    (its subject excluded, or with ``drop_bad_files`` the file dropped and the drop recorded). A long-axis
+    file in a sax_N series is such a problem; entries without a series (a flat folder) keep theirs for the
+    caller to sort out."""
     rows: list[dict] = []
     for series, n, f in entries:
         try:
             frames = read_frames(f)
-            if not is_sax_description(frames[0]["description"]):
+            if series is not None and not is_sax_description(frames[0]["description"]):
                 raise FileDefect("not_sax", f"{f}: series {series} but SeriesDescription "
                                  f"{frames[0]['description']!r}")
         except FileDefect as exc:
@@ -454,8 +457,8 @@ def index_entries(sid: int, split: str, entries: list[tuple[str, int, Path]], po
 
 def index_files(sid: int, split: str, files: list[Path], policy: str = "predict",
                 drop_bad_files: bool = True) -> tuple[list[dict], list[dict], int]:
-    """Index a flat folder of DICOM files: long-axis series dropped, slices = distinct positions along the
-    stack normal (apex first), named slice_K."""
+    """Index a flat folder of DICOM files: long-axis series dropped (SeriesDescription, as expected in a
+    whole-study export), slices = distinct positions along the stack normal (apex first), named slice_K."""
     problems: list[dict] = []
     problem = _recorder(sid, problems)
     rows = read_entries(sid, split, [(None, 0, f) for f in files], problem, drop_bad_files)
