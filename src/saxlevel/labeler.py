@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, LABEL_KEY, STACK_KEY, io
+from saxlevel import CLASSES, LABEL_KEY, STACK_KEY, io, phases
 from saxlevel.images import load_png
 
 KEY = LABEL_KEY
@@ -71,20 +71,14 @@ def levels_from_starts(starts: dict[int, int], n: int) -> list[int]:
 
 def heart_centre(ed: list[np.ndarray], es: list[np.ndarray]) -> tuple[float, float] | None:
     """(row, column) of the heart in a subject's images: the weighted centroid of the top 1 % of the
-    ED-ES difference summed over the mid slices (on cine SSFP the blood/myocardium boundary moves most).
-    None when nothing moves (or the stacks differ in shape)."""
+    ED-ES difference summed over the mid slices (phases.motion_centre). None when nothing moves (or the
+    stacks differ in shape)."""
     n = min(len(ed), len(es))
-    mids = range(n // 3, max(n // 3 + 1, (2 * n) // 3))
+    mids = phases.mid_slices(n)
     diffs = [np.abs(ed[k].astype(np.float32) - es[k]) for k in mids if k < n and ed[k].shape == es[k].shape]
     if not diffs or len({d.shape for d in diffs}) != 1:
         return None
-    motion = np.sum(diffs, axis=0)
-    if not motion.max() > 0:
-        return None
-    top = motion >= np.percentile(motion, 99.0)
-    yy, xx = np.nonzero(top)
-    w = motion[top]
-    return float((yy * w).sum() / w.sum()), float((xx * w).sum() / w.sum())
+    return phases.motion_centre(np.sum(diffs, axis=0))
 
 
 def uncertainty_order(subjects: list[int], predictions: pd.DataFrame) -> list[int]:

@@ -13,6 +13,17 @@ import numpy as np
 ROI_RADIUS_MM = 45.0  # a disc this size around the moving region covers the LV and RV blood pools
 
 
+def motion_centre(motion: np.ndarray) -> tuple[float, float] | None:
+    """(row, column) of the weighted centroid of the top 1 % of a motion map, or None if nothing moves.
+    On cine SSFP the blood/myocardium boundary moves most, so this is the heart."""
+    top = motion >= np.percentile(motion, 99.0)
+    yy, xx = np.nonzero(top)
+    w = motion[top]
+    if not w.sum() > 0:
+        return None
+    return float((yy * w).sum() / w.sum()), float((xx * w).sum() / w.sum())
+
+
 def blood_pool_areas(cine: np.ndarray, pixel_spacing: float) -> np.ndarray:
     """Bright-pool area (pixels) per frame of one slice; cine is (frames, H, W)."""
     cine = cine.astype(np.float32)
@@ -20,14 +31,11 @@ def blood_pool_areas(cine: np.ndarray, pixel_spacing: float) -> np.ndarray:
     if scale <= 0:
         return np.zeros(len(cine))
     cine = cine / scale
-    motion = cine.std(axis=0)
-    top = motion >= np.percentile(motion, 99.0)
-    yy, xx = np.nonzero(top)
-    w = motion[top]
-    if not w.sum() > 0:  # a still cine: no moving heart to find
+    centre = motion_centre(cine.std(axis=0))
+    if centre is None:  # a still cine: no moving heart to find
         return np.zeros(len(cine))
-    cy, cx = float((yy * w).sum() / w.sum()), float((xx * w).sum() / w.sum())
-    H, W = motion.shape
+    cy, cx = centre
+    H, W = cine.shape[1:]
     y, x = np.ogrid[:H, :W]
     roi = (y - cy) ** 2 + (x - cx) ** 2 < (ROI_RADIUS_MM / pixel_spacing) ** 2
     values = cine[:, roi]
