@@ -46,7 +46,6 @@ CACHED_SUBJECTS = 3  # images of this many subjects stay in memory (back-and-for
 UNDO_STEPS = 200
 COLORS = {"unlabelled": "#bbbbbb", "agree": "#2ca02c", "disagree": "#d62728", "labelled": "white"}
 REVIEW_MODES = ("uncertain",)
-EMPTY = pd.DataFrame(columns=["subject", "series", "frame", "path", "pixel_spacing"])
 
 
 def _now() -> str:
@@ -156,10 +155,6 @@ class Labeler:
     @property
     def subject(self) -> int:
         return self.subjects[self.current]
-
-    def stack(self, phase: str) -> pd.DataFrame:
-        """The current subject's stack at ``phase`` (empty if the subject has none)."""
-        return self.rows[self.subject].get(phase, EMPTY)
 
     def row_keys(self, phase: str) -> list[tuple]:
         """The current subject's image keys at ``phase``, apex -> base."""
