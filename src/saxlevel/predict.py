@@ -125,8 +125,9 @@ def preprocessing(info: dict) -> dict:
 
 def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es",
                    how: str = "argmax") -> pd.DataFrame:
-    """One row per (frame, slice): phase, frame, series, order, position_mm, level and the five probabilities.
-    Every preprocessing choice (window, ED/ES frames, image size) is the one the model was trained with."""
+    """One row per (frame, slice): phase, frame, series, order, position_mm, level, the five probabilities, and
+    the DICOM path, frame in the file and windowed 8-bit image it came from. Every preprocessing choice (window,
+    ED/ES frames, image size) is the one the model was trained with."""
     prep = preprocessing(model.info)
     pct = (float(prep["window_percentiles"][0]), float(prep["window_percentiles"][1]))
     index = index_folder(folder)
@@ -143,17 +144,17 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
     rows = []
     for phase, frame in wanted:
         stack = index[index.frame == frame].sort_values("order")
-        images_ok, keep = [], []
+        windowed, keep = [], []
         for i, (p, k) in enumerate(zip(stack.path, stack.file_frame)):
             try:
-                images_ok.append(features.square_resize(_windowed(p, k, pct), int(prep["image_size"])))
+                windowed.append(_windowed(p, k, pct))
                 keep.append(i)
             except PredictError as exc:  # one bad image costs its slice in this stack, with a warning
                 warnings.warn(f"{phase} frame {frame}: slice dropped: {exc}", stacklevel=2)
         if not keep:
             raise PredictError(f"no image of {phase} frame {frame} in {folder} could be read")
         stack = stack.iloc[keep]
-        gray = np.stack(images_ok)
+        gray = np.stack([features.square_resize(img, int(prep["image_size"])) for img in windowed])
         probs = stack_probabilities(model, gray)
         levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
         for k, r in enumerate(stack.itertuples()):
@@ -161,7 +162,7 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
                          "order": int(r.order), "position_mm": round(float(r.position_mm), 2),
                          "level": CLASSES[levels[k]], **{f"p_{c}": round(float(probs[k, i]), 6)
                                                          for i, c in enumerate(CLASSES)}, "path": r.path,
-                         "file_frame": int(r.file_frame)})
+                         "file_frame": int(r.file_frame), "image": windowed[k]})
     return pd.DataFrame(rows)
 
 
@@ -176,12 +177,11 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     table = predict_folder(folder, model, frames, how)
     seconds = time.perf_counter() - t0
     out = Path(out)
-    io.write_csv(out / "levels.csv", table.drop(columns=["path", "file_frame"]))
+    io.write_csv(out / "levels.csv", table.drop(columns=["path", "file_frame", "image"]))
     name = f"{model.info['backbone']}-{model.info['head']}"
-    pct = tuple(preprocessing(model.info)["window_percentiles"])
     for phase, stack in table.groupby("phase", sort=False):
         panel = stack.assign(true=stack.level, pred=stack.level,
-                             path=[_png_of(p, k, out / "images", pct) for p, k in zip(stack.path, stack.file_frame)])
+                             path=[_png_of(r.path, r.file_frame, r.image, out / "images") for r in stack.itertuples()])
         figures.stack_panels(panel, f"subject {stack.subject.iloc[0]} {phase} (frame {stack.frame.iloc[0]}), "
                              f"{name} ({how})", out / f"levels_{phase}.png", show_truth=False)
     return table, seconds
@@ -195,11 +195,11 @@ def _windowed(path: str, file_frame: int, pct: tuple[float, float]) -> np.ndarra
         raise PredictError(f"{path}: {exc}") from None
 
 
-def _png_of(dicom_path: str, file_frame: int, folder: Path, pct: tuple) -> str:
-    """A windowed 8-bit PNG copy of one DICOM image (for the panel figure)."""
+def _png_of(dicom_path: str, file_frame: int, image: np.ndarray, folder: Path) -> str:
+    """The windowed 8-bit image of one DICOM image as a PNG (for the panel figure); its path."""
     suffix = f"_{int(file_frame) + 1:04d}" if file_frame else ""
     target = folder / (Path(dicom_path).parent.name + "_" + Path(dicom_path).stem + suffix + ".png")
-    images.save_png(target, _windowed(dicom_path, file_frame, (float(pct[0]), float(pct[1]))))
+    images.save_png(target, image)
     return str(target)
 
 
