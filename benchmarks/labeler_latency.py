@@ -11,9 +11,10 @@ milliseconds, including the drawing each event triggers:
 from __future__ import annotations
 
 import argparse
-import sys
+import subprocess
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import matplotlib
@@ -25,8 +26,21 @@ from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 
 from saxlevel import images, labeler  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _labeler_v1 as old  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+# The last commit with the previous labeler (one stack per screen, every event reloads and redraws all).
+PREVIOUS = "4770be15f45f02f96312a6ea073edf64f222abfb"
+
+
+def previous_labeler() -> types.ModuleType:
+    """The previous labeler module, loaded from the repository's history (no copy kept in the tree)."""
+    try:
+        source = subprocess.run(["git", "show", f"{PREVIOUS}:src/saxlevel/labeler.py"], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"cannot read the previous labeler from git history ({exc}): run in a full clone") from None
+    module = types.ModuleType("labeler_previous")
+    exec(compile(source, f"{PREVIOUS[:7]}:src/saxlevel/labeler.py", "exec"), module.__dict__)
+    return module
 
 
 def make_index(folder: Path, slices: int) -> pd.DataFrame:
@@ -87,7 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         index = make_index(Path(tmp), args.slices)
-        before = old.Labeler(index, Path(tmp) / "a.csv", autosave_every=10**6)
+        before = previous_labeler().Labeler(index, Path(tmp) / "a.csv", autosave_every=10**6)
         t_old = measure(before, lambda j: before.axes[j], args.repeat)
         after = labeler.Labeler(index, Path(tmp) / "b.csv", autosave_every=10**6)
         t_new = measure(after, lambda j: after.panels[("ED", j)]["ax"], args.repeat)
