@@ -20,7 +20,7 @@ import yaml
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from saxlevel import dicom, images, parallel, pngs, predict
+from saxlevel import dicom, dicomheader, images, parallel, pngs, predict
 from saxlevel.phantom import dicomio
 
 from conftest import REPO
@@ -420,3 +420,37 @@ def test_predict_follows_the_models_window(tmp_path: Path, monkeypatch: pytest.M
         want = features.square_resize(images.window(images.read_pixels(first), *window), 12)
         assert (seen[0][0] == want).all()
     assert not (features.square_resize(images.window(images.read_pixels(first), 2, 98), 12) == want).all()
+
+
+def _outcome(path: Path, fast: bool) -> tuple:
+    """read_frames' result as comparable data: ('ok', rows with arrays as lists) or ('defect', rule)."""
+    try:
+        rows = dicom.read_frames(path, fast=fast)
+    except dicom.FileDefect as exc:
+        assert path.name in str(exc), str(exc)
+        return ("defect", exc.rule)
+    return ("ok", repr([{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in rows]))
+
+
+def test_fast_header_reader_agrees_with_pydicom(tmp_path: Path) -> None:
+    """dicomheader reads plain files (explicit and implicit VR little endian) to the same rows, and the same
+    defect rule, as the pydicom path, and hands every other file (compressed, enhanced, damaged) back to it."""
+    _damaged_corpus(tmp_path)
+    implicit = _file(tmp_path, 1, frame=3)
+    ds = pydicom.dcmread(implicit)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    ds.save_as(implicit)
+    assert pydicom.dcmread(implicit).file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    decimal = _file(tmp_path, 2, frame=3)
+    _patch(decimal, "InstanceNumber", b"3.0")  # IS written as a whole decimal: pydicom reads 3
+    files = sorted(tmp_path.rglob("*.dcm"))
+    read_fast = {f for f in files if dicomheader.read_header(f) is not None}
+    for f in files:
+        assert _outcome(f, fast=True) == _outcome(f, fast=False), f
+    assert implicit in read_fast and decimal in read_fast and _file(tmp_path, 15) in read_fast
+    assert _outcome(decimal, fast=True)[0] == "ok"
+    # Handed back: deflated and compressed syntaxes (30, 32-35), enhanced files (23, 36), garbage, truncation.
+    for sid in (23, 30, 32, 33, 34, 35, 36):
+        assert not read_fast & set(_study(tmp_path, sid).rglob("*.dcm")), sid
+    assert not {_file(tmp_path, 22), _file(tmp_path, 18)} & read_fast
+    assert len(read_fast) > len(files) * 0.7
