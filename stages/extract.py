@@ -6,6 +6,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
+# editable install would otherwise import the main workspace's src/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
 from saxlevel import features, io
 from saxlevel import params as P
 from saxlevel.stageutil import parser, run_stage, seed_everything

@@ -2,6 +2,11 @@
 
 import sys
 import time
+from pathlib import Path
+
+# This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
+# editable install would otherwise import the main workspace's src/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from saxlevel import dicom, io
 from saxlevel import params as P

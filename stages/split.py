@@ -1,8 +1,13 @@
 """DVC stage split: subject-wise split, join labels, write split.csv and Tables 1-3."""
 
 import sys
+from pathlib import Path
 
 import pandas as pd
+
+# This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
+# editable install would otherwise import the main workspace's src/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from saxlevel import io, splits
 from saxlevel import params as P

@@ -1,6 +1,11 @@
 """DVC stage to_png: choose the ED and ES frames and write each stack as 8-bit PNGs."""
 
 import sys
+from pathlib import Path
+
+# This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
+# editable install would otherwise import the main workspace's src/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from saxlevel import images, io, pngs
 from saxlevel import params as P

@@ -5,8 +5,13 @@ the backbone runs inside the model on the PNG images (saxlevel.finetune) and the
 """
 
 import sys
+from pathlib import Path
 
 import pandas as pd
+
+# This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
+# editable install would otherwise import the main workspace's src/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from saxlevel import images, io, trainer
 from saxlevel import params as P

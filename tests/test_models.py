@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import CLASSES, backbones, features, heads, training
+from saxlevel import CLASSES, backbones, features, heads, images, training
 
 
 @pytest.mark.parametrize("name", list(backbones.SPECS))
@@ -27,6 +29,28 @@ def test_batchnorm_estimation_makes_features_vary() -> None:
     after = np.asarray(model(x)).std(axis=0).mean()
     assert n > 10 and before < 1e-6 < after  # random MobileNet: constant features until BN is estimated
     assert not model.trainable
+
+
+def test_extraction_overlaps_decoding_and_matches_the_eager_model(tmp_path: Path) -> None:
+    """Prefetched batches come in order (a short last batch included), and the features equal a plain
+    decode-then-call loop exactly."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for k in range(11):
+        img = rng.integers(0, 255, (20 + k, 16)).astype(np.uint8)  # portrait, varying heights
+        paths.append(str(tmp_path / f"{k}.png"))
+        images.save_png(paths[-1], img)
+    batches = list(features.preprocessed_batches(paths, "mobilenet", 32, 4))
+    assert [len(b) for b in batches] == [4, 4, 3]
+    want = backbones.to_backbone_input(features.load_images(paths, 32), "mobilenet")
+    assert np.array_equal(np.concatenate(batches), want)
+    model = backbones.build("mobilenet", 32, "none")
+    backbones.estimate_batchnorm(model, want)
+    feats, ips = features.extract(model, "mobilenet", paths, 32, batch_size=4, progress=False)
+    eager = np.concatenate([np.asarray(model(want[i:i + 4], training=False)) for i in range(0, 11, 4)])
+    assert feats.shape == (11, backbones.SPECS["mobilenet"].features) and ips > 0
+    assert np.array_equal(feats, eager)
+    assert features.compute_device() == "CPU" or features.compute_device().startswith("/device:GPU")
 
 
 def test_imagenet_offline_message(monkeypatch, tmp_path) -> None:

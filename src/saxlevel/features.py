@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -31,14 +33,38 @@ def load_images(paths: Sequence[str], size: int) -> np.ndarray:
     return np.stack([square_resize(load_png(p), size) for p in paths]) if len(paths) else np.zeros((0, size, size), np.uint8)
 
 
+PREFETCH = 2  # batches decoded ahead of the one the network runs on
+
+
+def preprocessed_batches(paths: Sequence[str], name: str, size: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Backbone-ready batches of the PNGs at ``paths``, in order. A worker thread decodes, pads, resizes and
+    preprocesses the next ``PREFETCH`` batches while the caller runs the network on the current one (PIL and
+    numpy release the GIL), so extraction runs at the network's pace."""
+    def load(start: int) -> np.ndarray:
+        return backbones.to_backbone_input(load_images(paths[start:start + batch_size], size), name)
+
+    starts = list(range(0, len(paths), batch_size))
+    with ThreadPoolExecutor(1, thread_name_prefix="saxlevel-png") as pool:
+        ahead = deque(pool.submit(load, s) for s in starts[:PREFETCH])
+        for start in starts[PREFETCH:]:
+            batch = ahead.popleft().result()
+            ahead.append(pool.submit(load, start))
+            yield batch
+        while ahead:
+            yield ahead.popleft().result()
+
+
 def extract(model, name: str, paths: Sequence[str], size: int, batch_size: int = 32,
             progress: bool = True) -> tuple[np.ndarray, float]:
-    """(features (N, dims) float32, images per second) for the images at ``paths``."""
+    """(features (N, dims) float32, images per second) for the images at ``paths``. Each batch runs through
+    Keras' compiled predict function (``predict_on_batch``): the same numbers as calling the model eagerly,
+    ~1.4x faster on CPU (benchmarks/extract_speed.py); on a GPU it runs there with no change."""
     out = []
     t0 = time.perf_counter()
-    for start in tqdm(range(0, len(paths), batch_size), desc=f"extract {name}", unit="batch", disable=not progress):
-        x = backbones.to_backbone_input(load_images(paths[start:start + batch_size], size), name)
-        out.append(np.asarray(model(x, training=False), dtype=np.float32))
+    batches = preprocessed_batches(paths, name, size, batch_size)
+    for x in tqdm(batches, total=-(-len(paths) // batch_size), desc=f"extract {name}", unit="batch",
+                  disable=not progress):
+        out.append(np.asarray(model.predict_on_batch(x), dtype=np.float32))
     seconds = time.perf_counter() - t0
     feats = np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
     return feats, len(paths) / max(seconds, 1e-9)
@@ -51,6 +77,14 @@ def prepare_backbone(name: str, size: int, weights: str, bn_paths: Sequence[str]
     if weights == "none" and len(bn_paths):
         n_bn = backbones.estimate_batchnorm(model, backbones.to_backbone_input(load_images(bn_paths, size), name))
     return model, n_bn
+
+
+def compute_device() -> str:
+    """Where TensorFlow runs the network: the first GPU it sees (used with no change), else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus else "CPU"
 
 
 def extract_split(name: str, data, cfg) -> tuple[np.ndarray, object, dict]:
@@ -67,6 +101,6 @@ def extract_split(name: str, data, cfg) -> tuple[np.ndarray, object, dict]:
         "parameters": int(model.count_params()),
         "batchnorm_estimated_on": len(bn_paths) if cfg.weights == "none" else 0, "batchnorm_layers": n_layers,
         "preprocess": f"keras.applications.{backbones.spec(name).module}.preprocess_input",
-        "seed": cfg.seed,
+        "seed": cfg.seed, "device": compute_device(),
     }
     return feats, model, record

@@ -18,7 +18,8 @@ NOISE = ("absl::InitializeLog", "oneDNN custom operations", "Could not find cuda
 
 
 def import_tensorflow() -> None:
-    """Import tensorflow (and probe its devices) once, filtering its known start-up noise from stderr."""
+    """Import tensorflow (and probe its devices) once, filtering its known start-up noise from stderr; any GPU
+    is set to allocate memory as needed."""
     if "tensorflow" in sys.modules:
         return
     sys.stderr.flush()
@@ -28,7 +29,10 @@ def import_tensorflow() -> None:
         try:
             import tensorflow as tf
 
-            tf.config.list_physical_devices()
+            # A GPU is used with no change when TensorFlow sees one; growing its memory on demand lets
+            # parallel queued experiments (dvc queue start --jobs N) share it instead of the first taking all.
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)

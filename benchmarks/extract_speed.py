@@ -1,0 +1,74 @@
+"""The extract stage against its floor, per backbone, side by side in one run.
+
+- floor: the same Keras model's ``predict`` on preloaded, preprocessed arrays (decoding, resizing and
+  preprocessing not timed);
+- stage: ``features.extract`` from PNG paths, as extract@BACKBONE runs it (decode, square-pad, resize and
+  preprocess overlapped with inference);
+- serial: decode and infer in turn, as the stage did before (for the record).
+
+    python benchmarks/extract_speed.py [--images 256] [--size 224] [--batch-sizes 16,32,64] [--backbones ...]
+
+Features must be identical between the three. Prints images/s and stage/floor for every backbone and batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from saxlevel import backbones, catalog, features  # noqa: E402
+from saxlevel.tfquiet import import_tensorflow  # noqa: E402
+
+
+def serial(model, name: str, paths: list[str], size: int, batch: int) -> np.ndarray:
+    """Decode a batch, then run it: the stage before decoding was overlapped."""
+    out = [np.asarray(model(backbones.to_backbone_input(features.load_images(paths[i:i + batch], size), name),
+                            training=False)) for i in range(0, len(paths), batch)]
+    return np.concatenate(out)
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, np.ndarray]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t0, np.asarray(out[0] if isinstance(out, tuple) else out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", default="data/split.csv")
+    ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--batch-sizes", default="32")
+    ap.add_argument("--backbones", default=",".join(catalog.BACKBONES))
+    args = ap.parse_args()
+    import_tensorflow()
+    paths = pd.read_csv(args.split).path.tolist()[:args.images]
+    gray = features.load_images(paths, args.size)
+    rows = []
+    for name in args.backbones.split(","):
+        model = backbones.build(name, args.size, "none")
+        x = backbones.to_backbone_input(gray, name)
+        for batch in [int(b) for b in args.batch_sizes.split(",")]:
+            model.predict(x[:batch], batch_size=batch, verbose=0)  # build and warm up every path once
+            features.extract(model, name, paths[:batch], args.size, batch, progress=False)
+            t_floor, f_floor = timed(model.predict, x, batch_size=batch, verbose=0)
+            t_stage, f_stage = timed(features.extract, model, name, paths, args.size, batch, progress=False)
+            t_serial, f_serial = timed(serial, model, name, paths, args.size, batch)
+            diff = float(max(np.abs(f_stage - f_floor).max(), np.abs(f_serial - f_stage).max()))
+            rows.append({"backbone": name, "batch": batch, "floor img/s": len(paths) / t_floor,
+                         "stage img/s": len(paths) / t_stage, "serial img/s": len(paths) / t_serial,
+                         "stage/floor": t_floor / t_stage, "serial/floor": t_floor / t_serial, "max |diff|": diff})
+            print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=len(rows) == 1), flush=True)
+    print(f"\n{len(paths)} images at {args.size} px, random weights, {len(catalog.BACKBONES)} backbones")
+    print(pd.DataFrame(rows).round(3).to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
