@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -43,9 +44,18 @@ def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return r
 
 
-@pytest.mark.e2e
-def test_dvc_repro_tiny(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def _commit(repo: Path, env: dict, message: str) -> None:
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-q", "--allow-empty", "-m", message], repo, env)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A temporary copy of the repository with tiny params, after one `dvc repro`: (repo, environment)."""
+    repo = tmp_path_factory.mktemp("e2e") / "repo"
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split("\n")
     for rel in filter(None, listed):
@@ -58,12 +68,16 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
                TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO / "src"))
-    dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "tiny"], repo, env)
-    _run(dvc + ["repro"], repo, env)
+    _commit(repo, env, "tiny")
+    _run(DVC + ["repro"], repo, env)
+    return repo, env
 
+
+@pytest.mark.e2e
+def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    repo, env = tiny
+    dvc = DVC
     table5 = json.loads((repo / "metrics/table5.json").read_text())
     assert set(table5["models"]) == {"mobilenet-dense", "mobilenet-bigru", "mobilenet-dense-ft", "mobilenet-bigru-ft"}
     for name, m in table5["models"].items():
@@ -162,3 +176,60 @@ def test_dvc_repro_tiny(tmp_path: Path) -> None:
     diff = json.loads(_run(dvc + ["metrics", "diff", "--json"], repo, env).stdout)
     assert list(diff) == ["metrics/metrics.json"]  # the one declared metric: the selected model
     assert diff["metrics/metrics.json"]["model"]["new"] == "mobilenet-dense"
+
+
+@pytest.mark.e2e
+def test_remote_clone_pull_has_nothing_to_rerun(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    """A run pushed to a shared DVC remote: a colleague's clone pulls it and `dvc repro` reruns nothing;
+    a clone that only runs `dvc repro --pull` fetches the results instead of recomputing them."""
+    repo, env = tiny
+    _commit(repo, env, "results")
+    _run(DVC + ["remote", "add", "-d", "shared", str(tmp_path / "remote")], repo, env)
+    _commit(repo, env, "shared remote")
+    _run(DVC + ["push"], repo, env)
+    clone = tmp_path / "colleague"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    _run(DVC + ["pull"], clone, env)
+    assert json.loads(_run(DVC + ["status", "--json"], clone, env).stdout) == {}
+    assert "Running stage" not in _run(DVC + ["repro"], clone, env).stdout
+    for out in ("data/features/mobilenet.npy", "data/features/mobilenet.json", "models/mobilenet-bigru.keras",
+                "data/predictions/finetuned/mobilenet-bigru.csv"):
+        assert (clone / out).read_bytes() == (repo / out).read_bytes(), out
+    lazy = tmp_path / "lazy"
+    _run(["git", "clone", "-q", str(repo), str(lazy)], tmp_path, env)
+    out = _run(DVC + ["repro", "--pull"], lazy, env).stdout
+    assert "Running stage" not in out, out
+    assert (lazy / "models/mobilenet-bigru.keras").read_bytes() == (repo / "models/mobilenet-bigru.keras").read_bytes()
+
+
+@pytest.mark.e2e
+def test_queued_experiments_run_side_by_side(tiny: tuple[Path, dict]) -> None:
+    """`dvc exp run --queue` + `dvc queue start --jobs 2`: both experiments run at once, each in its own copy
+    of the repository with its own dvclive folders, and the workspace is left as it was."""
+    repo, env = tiny
+    _commit(repo, env, "before the queue")
+    for epochs in (1, 3):
+        _run(DVC + ["exp", "run", "--queue", "-S", f"finetune_grid.epochs={epochs}"], repo, env)
+    _run(DVC + ["queue", "start", "--jobs", "2"], repo, env)
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            status = _run(DVC + ["queue", "status"], repo, env).stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            time.sleep(5)
+    finally:
+        subprocess.run(DVC + ["queue", "stop"], cwd=repo, env=env, capture_output=True)
+    assert status.count("Success") == 2, status
+    shown = json.loads(_run(DVC + ["exp", "show", "--json"], repo, env).stdout)
+    revs = [rev for entry in shown for exp in entry.get("experiments") or [] for rev in exp["revs"]]
+    by_epochs = {rev["data"]["params"]["params.yaml"]["data"]["finetune_grid"]["epochs"]: rev["rev"] for rev in revs}
+    assert set(by_epochs) == {1, 3}, by_epochs
+    for epochs, rev in by_epochs.items():
+        # Each experiment's commit holds its own learning curves: one row per epoch it trained.
+        for head in ("dense", "bigru"):
+            tsv = _run(["git", "show", f"{rev}:dvclive/finetuned/mobilenet-{head}/plots/metrics/eval/loss.tsv"],
+                       repo, env).stdout
+            assert len(tsv.strip().splitlines()) == 1 + epochs, (epochs, head, tsv)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["finetune_grid"]["epochs"] == 2
+    assert len((repo / "dvclive/finetuned/mobilenet-dense/plots/metrics/eval/loss.tsv").read_text().splitlines()) == 3
