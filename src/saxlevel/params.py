@@ -181,11 +181,12 @@ def finetune_grid(params: dict[str, Any]) -> tuple[list[str], list[str]]:
     return out[0], out[1]
 
 
-def _positive(value: Any, key: str) -> int:
-    """A positive whole number (an int, or digits given on the command line)."""
+def _whole(value: Any, key: str, minimum: int = 1) -> int:
+    """A whole number >= ``minimum`` (an int, or digits given on the command line)."""
     whole = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
-    if not whole or int(value) < 1:
-        raise ParamError(f"params.yaml: '{key}' must be a positive integer, got {value!r}")
+    if not whole or int(value) < minimum:
+        need = "a positive integer" if minimum == 1 else f"a whole number >= {minimum}"
+        raise ParamError(f"params.yaml: '{key}' must be {need}, got {value!r}")
     return int(value)
 
 
@@ -202,7 +203,7 @@ def filter_settings(params: dict[str, Any], policy: str | None = None, jobs: int
     policy = str(policy if policy is not None else get(params, "filter.policy"))
     if policy not in ("paper", "repair"):
         raise ParamError(f"params.yaml: 'filter.policy' must be 'paper' or 'repair', got {policy!r}")
-    return FilterSettings(policy, _positive(jobs if jobs is not None else get(params, "filter.jobs"), "filter.jobs"))
+    return FilterSettings(policy, _whole(jobs if jobs is not None else get(params, "filter.jobs"), "filter.jobs"))
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def png_settings(params: dict[str, Any], ed_frame: Any = None, es_frame: Any = N
     if len(window) != 2 or not 0 <= window[0] < window[1] <= 100:
         raise ParamError(f"params.yaml: 'to_png.window' must be [low, high] percentiles with 0 <= low < high <= 100, "
                          f"e.g. [2, 98]; got {raw!r}")
-    n = _positive(jobs if jobs is not None else get(params, "to_png.jobs"), "to_png.jobs")
+    n = _whole(jobs if jobs is not None else get(params, "to_png.jobs"), "to_png.jobs")
     return PngSettings(ed, es, (window[0], window[1]), n)
 
 
@@ -284,9 +285,9 @@ class FeatureSettings:
 def feature_settings(params: dict[str, Any]) -> FeatureSettings:
     """features.weights (imagenet, none or a weights file), image_size, batch_size, bn_images, seed."""
     return FeatureSettings(str(get(params, "features.weights")),
-                           _positive(get(params, "features.image_size"), "features.image_size"),
-                           _positive(get(params, "features.batch_size"), "features.batch_size"),
-                           _positive(get(params, "features.bn_images"), "features.bn_images"),
+                           _whole(get(params, "features.image_size"), "features.image_size"),
+                           _whole(get(params, "features.batch_size"), "features.batch_size"),
+                           _whole(get(params, "features.bn_images"), "features.bn_images"),
                            typed(params, "features.seed", int))
 
 
@@ -318,13 +319,5 @@ def evaluate_settings(params: dict[str, Any]) -> EvaluateSettings:
     return EvaluateSettings(
         backbones, heads, selected_model(params), ft_backbones, ft_heads, train_settings(params, "train"),
         train_settings(params, FINETUNE_SECTION) if ft_backbones and ft_heads else None, how,
-        _count(get(params, "evaluate.bootstrap"), "evaluate.bootstrap"), typed(params, "evaluate.seed", int),
-        _count(get(params, "evaluate.figure3_subjects"), "evaluate.figure3_subjects"))
-
-
-def _count(value: Any, key: str) -> int:
-    """A whole number >= 0."""
-    whole = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
-    if not whole or int(value) < 0:
-        raise ParamError(f"params.yaml: '{key}' must be a whole number >= 0, got {value!r}")
-    return int(value)
+        _whole(get(params, "evaluate.bootstrap"), "evaluate.bootstrap", minimum=0), typed(params, "evaluate.seed", int),
+        _whole(get(params, "evaluate.figure3_subjects"), "evaluate.figure3_subjects", minimum=0))

@@ -10,6 +10,7 @@ self-contained. Either way the model's saxlevel.json carries every choice that s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,14 @@ def train(backbone: str, head: str, data: pd.DataFrame, cfg: TrainSettings, prep
         info.update(input="features", weights=meta["weights"], image_size=meta["image_size"],
                     preprocess=meta["preprocess"], feature_extractor=str(feat_dir / f"{backbone}.keras"))
         info["preprocessing"]["image_size"] = meta["image_size"]
+        predict_fn: Callable[..., np.ndarray] = training.predict
         model, best, hist = training.fit(head, data, inputs, epochs=cfg.epochs, lr=cfg.lr, batch_size=batch,
                                          max_slices=cfg.max_slices, patience=cfg.patience,
                                          callbacks=callbacks or [], progress=progress)
     else:
         from saxlevel import finetune
 
+        predict_fn = finetune.predict
         inputs = finetune.load_images(data.path.tolist(), cfg.image_size)
         train_rows = data[data.split == "train"]
         bn_paths = train_rows.sample(n=min(cfg.bn_images, len(train_rows)), random_state=cfg.seed).path.tolist()
@@ -74,11 +77,5 @@ def train(backbone: str, head: str, data: pd.DataFrame, cfg: TrainSettings, prep
         info.update(facts)
     info.update(best_epoch=best.best_epoch + 1, epochs_run=len(hist.history["loss"]))
     rows = data[data.split.isin(["val", "test"])]
-    part = inputs[rows.index.to_numpy()]
-    if cfg.cached:
-        probs = training.predict(model, head, rows, part, cfg.max_slices)
-    else:
-        from saxlevel import finetune
-
-        probs = finetune.predict(model, head, rows, part, cfg.max_slices)
+    probs = predict_fn(model, head, rows, inputs[rows.index.to_numpy()], cfg.max_slices)
     return Trained(model, info, training.predictions_frame(rows, probs), best.best_epoch + 1, float(best.best))
