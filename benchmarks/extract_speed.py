@@ -4,11 +4,13 @@
   preprocessing not timed);
 - stage: ``features.extract`` from PNG paths, as extract@BACKBONE runs it (decode, square-pad, resize and
   preprocess overlapped with inference);
-- serial: decode and infer in turn, as the stage did before (for the record).
+- serial: decode and infer in turn, calling the model eagerly, as the stage did before (for the record);
+- decode-only: the stage's PNG pipeline alone (one worker thread), the ceiling of extraction on a GPU.
 
     python benchmarks/extract_speed.py [--images 256] [--size 224] [--batch-sizes 16,32,64] [--backbones ...]
 
-Features must be identical between the three. Prints images/s and stage/floor for every backbone and batch size.
+max |diff| is the largest feature difference between the stage and the floor or the serial loop.
+Prints images/s and stage/floor for every backbone and batch size.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def serial(model, name: str, paths: list[str], size: int, batch: int) -> np.ndar
     out = [np.asarray(model(backbones.to_backbone_input(features.load_images(paths[i:i + batch], size), name),
                             training=False)) for i in range(0, len(paths), batch)]
     return np.concatenate(out)
+
+
+def decode_only(paths: list[str], name: str, size: int, batch: int) -> np.ndarray:
+    """The stage's input pipeline without the network."""
+    return np.concatenate(list(features.preprocessed_batches(paths, name, size, batch)))
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, np.ndarray]:
@@ -60,10 +67,12 @@ def main() -> int:
             t_floor, f_floor = timed(model.predict, x, batch_size=batch, verbose=0)
             t_stage, f_stage = timed(features.extract, model, name, paths, args.size, batch, progress=False)
             t_serial, f_serial = timed(serial, model, name, paths, args.size, batch)
+            t_decode, _ = timed(decode_only, paths, name, args.size, batch)
             diff = float(max(np.abs(f_stage - f_floor).max(), np.abs(f_serial - f_stage).max()))
             rows.append({"backbone": name, "batch": batch, "floor img/s": len(paths) / t_floor,
                          "stage img/s": len(paths) / t_stage, "serial img/s": len(paths) / t_serial,
-                         "stage/floor": t_floor / t_stage, "serial/floor": t_floor / t_serial, "max |diff|": diff})
+                         "stage/floor": t_floor / t_stage, "serial/floor": t_floor / t_serial, "max |diff|": diff,
+                         "decode-only img/s": len(paths) / t_decode})
             print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=len(rows) == 1), flush=True)
     print(f"\n{len(paths)} images at {args.size} px, random weights, {len(catalog.BACKBONES)} backbones")
     print(pd.DataFrame(rows).round(3).to_markdown(index=False))
