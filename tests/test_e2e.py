@@ -1,4 +1,5 @@
-"""One tiny end-to-end `dvc repro` (and `dvc exp run -S head=...`) in a temporary copy of the repo."""
+"""One tiny end-to-end `dvc repro` in a temporary copy of the repo, then `dvc exp run -S head=...`, a DVC remote
+round trip and an experiment queue on that run."""
 
 from __future__ import annotations
 
