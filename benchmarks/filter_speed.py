@@ -49,8 +49,8 @@ def bare_loop(files: list[str], jobs: int) -> float:
     return time.perf_counter() - t0
 
 
-def stage(raw: Path, jobs: int) -> float:
-    """Seconds for the whole filter_dicom stage process."""
+def stage(raw: Path, jobs: int) -> tuple[float, int]:
+    """(seconds for the whole filter_dicom stage process, files it read)."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "stages/filter_dicom.py"), "--raw", str(raw),

@@ -78,7 +78,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 @pytest.mark.e2e
 def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     repo, env = tiny
-    dvc = DVC
     table5 = json.loads((repo / "metrics/table5.json").read_text())
     assert set(table5["models"]) == {"mobilenet-dense", "mobilenet-bigru", "mobilenet-dense-ft", "mobilenet-bigru-ft"}
     for name, m in table5["models"].items():
@@ -157,24 +156,23 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(levels, original)
 
     # The plots page works offline: the Vega scripts are inlined from .dvc/plots_template.html, no CDN.
-    _run(dvc + ["plots", "show", "--out", str(tmp_path / "plots_page")], repo, env)
+    _run(DVC + ["plots", "show", "--out", str(tmp_path / "plots_page")], repo, env)
     page = (tmp_path / "plots_page" / "index.html").read_text()
     assert "cdn.jsdelivr" not in page and "vega-lite@5.2.0" in page and page.count("vegaEmbed(") >= 3
-    shown = json.loads(_run(dvc + ["plots", "show", "--json"], repo, env).stdout)
+    shown = json.loads(_run(DVC + ["plots", "show", "--json"], repo, env).stdout)
     assert not shown.get("errors"), shown.get("errors")
     rendered = set(shown["data"])
     assert {"plots/confusion.csv", "plots/sotd.csv", "plots/curves.csv",
             "plots/figures/figure4_confusion.png"} <= rendered, rendered
 
     # Switching the selected model re-runs evaluate only, and metrics diff shows the change.
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "baseline"], repo, env)
+    _commit(repo, env, "baseline")
     model_mtime = (repo / "models/mobilenet-bigru.keras").stat().st_mtime
-    out = _run(dvc + ["exp", "run", "-S", "head=dense"], repo, env).stdout
+    out = _run(DVC + ["exp", "run", "-S", "head=dense"], repo, env).stdout
     assert "Running stage 'train@" not in out and "Running stage 'evaluate'" in out
     assert (repo / "models/mobilenet-bigru.keras").stat().st_mtime == model_mtime
     assert json.loads((repo / "metrics/metrics.json").read_text())["model"] == "mobilenet-dense"
-    diff = json.loads(_run(dvc + ["metrics", "diff", "--json"], repo, env).stdout)
+    diff = json.loads(_run(DVC + ["metrics", "diff", "--json"], repo, env).stdout)
     assert list(diff) == ["metrics/metrics.json"]  # the one declared metric: the selected model
     assert diff["metrics/metrics.json"]["model"]["new"] == "mobilenet-dense"
 

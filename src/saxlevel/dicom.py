@@ -510,14 +510,18 @@ def same_position_mm(thickness: float) -> float:
     return SAME_POSITION_FRACTION * thickness if np.isfinite(thickness) and thickness > 0 else SAME_POSITION_MM
 
 
+def _thickest(thickness: np.ndarray) -> float:
+    """The largest finite SliceThickness among some images (NaN when none has one)."""
+    return float(np.nanmax(thickness)) if np.isfinite(thickness).any() else np.nan
+
+
 def _position_clusters(positions: np.ndarray, thickness: np.ndarray) -> np.ndarray:
     """Cluster number (0 = most apical) of each position: sorted neighbours closer than same_position_mm join."""
     order = np.argsort(positions, kind="stable")
     out = np.zeros(len(positions), dtype=int)
     k = 0
     for a, b in zip(order, order[1:]):
-        pair = np.array([thickness[a], thickness[b]], dtype=float)
-        tol = same_position_mm(float(np.nanmax(pair)) if np.isfinite(pair).any() else np.nan)
+        tol = same_position_mm(_thickest(np.array([thickness[a], thickness[b]], dtype=float)))
         if positions[b] - positions[a] >= tol:
             k += 1
         out[b] = k
@@ -627,8 +631,7 @@ def _same_position_rule(df: pd.DataFrame, policy: str, problem: Problem) -> tupl
         members = sorted(np.flatnonzero(place == k), key=lambda i: (order_keys[0][i], order_keys[1][i], slices[i]))
         names = [str(series[i]) for i in members]
         spread = position[members].max() - position[members].min()
-        tol = same_position_mm(float(np.nanmax(thickness[members])) if np.isfinite(thickness[members]).any()
-                               else np.nan)
+        tol = same_position_mm(_thickest(thickness[members]))
         detail = (f"{', '.join(names)} are at one place ({position[members].mean():.1f} mm along the stack "
                   f"normal, {spread:.2f} mm apart < {tol:.2f} mm = {SAME_POSITION_FRACTION} x SliceThickness)")
         if policy in ("repair", "predict"):
