@@ -3,14 +3,12 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 # This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
 # editable install would otherwise import the main workspace's src/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from saxlevel import io, report
 from saxlevel import params as P
-from saxlevel import report
 from saxlevel.stageutil import parser, run_stage
 
 
@@ -25,7 +23,7 @@ def main() -> int:
     args = ap.parse_args()
     cfg = P.evaluate_settings(P.load(args.params))
     entries = report.model_entries(cfg, Path(args.predictions), Path(args.live))
-    data = pd.read_csv(args.split)
+    data = io.read_table(args.split)
     res = report.evaluate(entries, data, cfg)
     head = report.write(res, entries, data, cfg, Path(args.features), Path(args.metrics), Path(args.plots))
     print(f"evaluate: {len(res.models)} models; selected {'-'.join(cfg.selected)} ({cfg.decode}): accuracy "

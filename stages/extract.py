@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 # This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
 # editable install would otherwise import the main workspace's src/.
@@ -23,7 +22,7 @@ def main() -> int:
     args = ap.parse_args()
     cfg = P.feature_settings(P.load(args.params))
     seed_everything(cfg.seed)
-    feats, model, record = features.extract_split(args.backbone, pd.read_csv(args.split), cfg)
+    feats, model, record = features.extract_split(args.backbone, io.read_table(args.split), cfg)
     out = Path(args.out)
     io.atomic_write(out / f"{args.backbone}.npy", lambda p: np.save(open(p, "wb"), feats))
     # The exact frozen extractor (BatchNorm statistics included) so predict can reproduce the features.

@@ -8,14 +8,14 @@ from pathlib import Path
 # editable install would otherwise import the main workspace's src/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from saxlevel import dicom, io
+from saxlevel import io, sources
 from saxlevel import params as P
 from saxlevel.stageutil import StageError, parser, run_stage
 
 
 def main() -> int:
     ap = parser(__doc__)
-    ap.add_argument("--raw", required=True, help="DICOM root (Kaggle layout)")
+    ap.add_argument("--raw", required=True, help="DICOM root: the Kaggle layout, or one folder per subject")
     ap.add_argument("--out", required=True, help="folder for index.csv and excluded.csv")
     ap.add_argument("--metrics", required=True, help="filter metrics JSON")
     ap.add_argument("--policy", choices=["paper", "repair"])
@@ -24,7 +24,7 @@ def main() -> int:
     cfg = P.filter_settings(P.load(args.params), args.policy, args.jobs)
     io.check_output_dir(args.out)
     t0 = time.perf_counter()
-    index, excluded, counts = dicom.index_root(args.raw, policy=cfg.policy, jobs=cfg.jobs)
+    index, excluded, counts = sources.index_root(args.raw, policy=cfg.policy, jobs=cfg.jobs)
     seconds = time.perf_counter() - t0
     rules = ", ".join(f"{k} {v}" for k, v in counts["excluded_by_rule"].items() if v)
     if counts["subjects_kept"] == 0:
@@ -36,9 +36,11 @@ def main() -> int:
     metrics = {"policy": cfg.policy, **counts, "seconds": round(seconds, 2),
                "files_per_second": round(counts["files_read"] / max(seconds, 1e-9), 1)}
     io.write_json(args.metrics, metrics)
-    print(f"filter_dicom: {counts['subjects_found']} subjects -> {counts['subjects_kept']} kept "
-          f"({counts['subjects_excluded']} excluded: {rules or 'none'}); {counts['files_read']} files "
-          f"in {seconds:.1f} s ({metrics['files_per_second']} files/s)")
+    left_out = excluded[excluded.action == "ignored"]
+    note = f"; {len(left_out)} series/files left out as not SAX cine (excluded.csv)" if len(left_out) else ""
+    print(f"filter_dicom ({counts['layout']} layout): {counts['subjects_found']} subjects -> "
+          f"{counts['subjects_kept']} kept ({counts['subjects_excluded']} excluded: {rules or 'none'}){note}; "
+          f"{counts['files_read']} files in {seconds:.1f} s ({metrics['files_per_second']} files/s)")
     return 0
 
 

@@ -3,8 +3,6 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 # This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
 # editable install would otherwise import the main workspace's src/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -23,7 +21,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int)
     args = ap.parse_args()
     cfg = P.split_settings(P.load(args.params), args.labels, args.seed)
-    data = splits.make_split(pd.read_csv(args.index), cfg.labels, cfg.ratios, cfg.seed)
+    data = splits.make_split(io.read_table(args.index), cfg.labels, cfg.ratios, cfg.seed)
     io.write_csv(args.out, data)
     t = splits.tables(data)
     io.write_json(args.metrics, t)

@@ -7,8 +7,6 @@ the backbone runs inside the model on the PNG images (saxlevel.finetune) and the
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 # This checkout's library first: a queued experiment (dvc queue) runs in a copy of the repository, where an
 # editable install would otherwise import the main workspace's src/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -33,7 +31,7 @@ def main() -> int:
     args = ap.parse_args()
     name = f"{'train' if args.section == 'train' else 'finetune'}@{args.backbone}-{args.head}"
     cfg = P.train_settings(P.load(args.params), args.section)
-    data = pd.read_csv(args.split)
+    data = io.read_table(args.split)
     preprocessing = images.read_preprocessing(args.png)
     seed_everything(cfg.seed)
     from dvclive import Live

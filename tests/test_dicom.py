@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import dicom
+from saxlevel import sources
 from saxlevel.phantom import dicomio, geometry
 
 from conftest import REPO
@@ -61,7 +61,7 @@ def make_study(root: Path, sid: int, n_slices: int = 5, frames: int = 4, *, desc
                                                       (False, True, -1.0), (True, True, 1.0)])
 def test_order_from_geometry(tmp_path: Path, descending: bool, flip: bool, sl_sign: float) -> None:
     names = make_study(tmp_path, 1, descending=descending, flip=flip, sl_sign=sl_sign)
-    index, excluded, counts = dicom.index_root(tmp_path, progress=False)
+    index, excluded, counts = sources.index_root(tmp_path, progress=False)
     assert excluded.empty and counts["subjects_kept"] == 1
     got = index.drop_duplicates("series").sort_values("order").series.tolist()
     assert got == names
@@ -73,7 +73,7 @@ def test_both_layouts_and_distractors_ignored(tmp_path: Path) -> None:
     make_study(tmp_path, 2, nested=False, split="validate")
     (tmp_path / "train" / "train" / "1" / "study" / "2ch_30").mkdir()
     (tmp_path / "train" / "train" / "1" / "study" / "2ch_30" / "IM-0030-0001.dcm").write_bytes(b"junk")
-    index, excluded, _ = dicom.index_root(tmp_path, progress=False)
+    index, excluded, _ = sources.index_root(tmp_path, progress=False)
     assert sorted(index.subject.unique()) == [1, 2] and excluded.empty
     assert set(index[index.subject == 2].split) == {"validate"}
 
@@ -84,7 +84,7 @@ def test_rules_all_recorded(tmp_path: Path) -> None:
     make_study(tmp_path, 3, short={1: 3})  # rule 2
     make_study(tmp_path, 4, skip=(2,))  # rule 3
     make_study(tmp_path, 5, dup=1, skip=(3,))  # rules 1 and 3 together
-    index, excluded, counts = dicom.index_root(tmp_path, progress=False, jobs=2)
+    index, excluded, counts = sources.index_root(tmp_path, progress=False, jobs=2)
     rules = excluded.groupby("subject").rule.apply(sorted).to_dict()
     assert rules == {2: ["duplicate"], 3: ["inconsistent"], 4: ["noncontiguous"], 5: ["duplicate", "noncontiguous"]}
     assert sorted(index.subject.unique()) == [1]
@@ -96,7 +96,7 @@ def test_repair_policy(tmp_path: Path) -> None:
     make_study(tmp_path, 2, dup=2)
     make_study(tmp_path, 3, short={4: 2})
     make_study(tmp_path, 4, n_slices=6, skip=(1,))
-    index, excluded, counts = dicom.index_root(tmp_path, policy="repair", progress=False)
+    index, excluded, counts = sources.index_root(tmp_path, policy="repair", progress=False)
     assert counts["subjects_kept"] == 3 and set(excluded.action) == {"repaired"}
     s2 = index[index.subject == 2]
     assert not s2.duplicated(["slice", "frame"]).any() and s2.series_number.max() == 112  # last acquisition
@@ -115,7 +115,7 @@ def test_bad_files_exclude_with_named_file(tmp_path: Path) -> None:
     trunc.write_bytes(trunc.read_bytes()[:-100])  # pixel data cut short
     junk = tmp_path / "train/train/4/study/sax_10/IM-0010-0009.dcm"
     junk.write_bytes(b"not a dicom file")
-    index, excluded, _ = dicom.index_root(tmp_path, progress=False)
+    index, excluded, _ = sources.index_root(tmp_path, progress=False)
     assert sorted(index.subject.unique()) == [1]
     for sid, f in ((2, bad), (3, trunc), (4, junk)):
         row = excluded[excluded.subject == sid]
@@ -128,21 +128,21 @@ def test_empty_series_folder_is_recorded(tmp_path: Path) -> None:
     make_study(tmp_path, 2)
     (tmp_path / "train/train/2/study/sax_15").mkdir()  # an empty slice folder after the stack
     (tmp_path / "train/train/3/study/sax_1").mkdir(parents=True)  # a study with no images at all
-    index, excluded, counts = dicom.index_root(tmp_path, progress=False)
+    index, excluded, counts = sources.index_root(tmp_path, progress=False)
     assert sorted(index.subject.unique()) == [1] and counts["subjects_found"] == 3
     assert excluded[excluded.subject == 2].rule.tolist() == ["empty_series"]
     assert "sax_15" in excluded[excluded.subject == 2].detail.item()
     assert excluded[excluded.subject == 3].rule.tolist()[0] == "no_sax"
-    index, excluded, _ = dicom.index_root(tmp_path, policy="repair", progress=False)
+    index, excluded, _ = sources.index_root(tmp_path, policy="repair", progress=False)
     assert sorted(index.subject.unique()) == [1, 2]
     assert excluded[excluded.subject == 2].action.tolist() == ["repaired"]
 
 
 def test_missing_root_is_clear(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="data.raw"):
-        dicom.index_root(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="no studies"):
-        dicom.index_root(tmp_path)
+        sources.index_root(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no subjects"):
+        sources.index_root(tmp_path)
 
 
 def test_filter_stage_on_phantom_matches_truth(phantom_dir: Path, tmp_path: Path) -> None:

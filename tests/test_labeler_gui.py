@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from saxlevel import dicom, pngs
 from saxlevel import params as P
+from saxlevel import pngs, sources
 
 from conftest import REPO
 
@@ -96,7 +96,7 @@ def display():
 
 def test_labeler_window_keys_click_save_screenshot(display: str, phantom_dir: Path, tmp_path: Path) -> None:
     # One phantom subject through filter_dicom and to_png: the window opens on real PNG stacks.
-    index, _, _ = dicom.index_root(phantom_dir, progress=False)
+    index, _, _ = sources.index_root(phantom_dir, progress=False)
     sid = sorted(index.subject.unique())[0]
     cfg = P.png_settings(P.load(REPO / "params.yaml"), jobs=1)
     result = pngs.write_pngs(index[index.subject == sid], tmp_path / "png", cfg, progress=False)

@@ -20,7 +20,7 @@ import yaml
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from saxlevel import dicom, dicomheader, images, parallel, pngs, predict
+from saxlevel import dicom, dicomheader, images, parallel, pngs, predict, sources
 from saxlevel.phantom import dicomio
 
 from conftest import REPO
@@ -72,8 +72,8 @@ def test_lossless_exports_give_the_same_index_and_pngs(tmp_path: Path, form: str
     dicomio.export_study(_study(tmp_path / "b", 1), form, syntax)
     if form == "enhanced":
         assert len(list(_study(tmp_path / "b", 1).rglob("*.dcm"))) == 5  # one file per slice
-    ref, ex_a, _ = dicom.index_root(tmp_path / "a", progress=False)
-    got, ex_b, _ = dicom.index_root(tmp_path / "b", progress=False)
+    ref, ex_a, _ = sources.index_root(tmp_path / "a", progress=False)
+    got, ex_b, _ = sources.index_root(tmp_path / "b", progress=False)
     assert ex_a.empty and ex_b.empty, ex_b.detail.tolist()
     same = ["series", "slice", "frame", "order", "position_mm", "rows", "cols", "pixel_spacing", "slice_thickness"]
     pd.testing.assert_frame_equal(ref[same].reset_index(drop=True), got[same].reset_index(drop=True))
@@ -109,7 +109,7 @@ def _damaged_corpus(root: Path) -> dict[int, tuple[str, str, str]]:
     ds = pydicom.dcmread(_file(root, 17))  # Rows/Columns larger than the pixel data
     ds.Rows = 32
     ds.save_as(_file(root, 17))
-    want[17] = ("bad_geometry", _file(root, 17).name, "Rows x Columns")
+    want[17] = ("pixel_length", _file(root, 17).name, "Rows x Columns")  # too short: its own rule
     dicomio.transcode(_file(root, 18), "rle")
     raw = _file(root, 18).read_bytes()
     _file(root, 18).write_bytes(raw[: len(raw) - 40])  # compressed stream cut short
@@ -147,7 +147,7 @@ def _damaged_corpus(root: Path) -> dict[int, tuple[str, str, str]]:
 
 def test_damaged_corpus_excludes_with_named_files_and_keeps_the_rest(tmp_path: Path) -> None:
     want = _damaged_corpus(tmp_path)
-    index, excluded, counts = dicom.index_root(tmp_path, jobs=2, progress=False)
+    index, excluded, counts = sources.index_root(tmp_path, jobs=2, progress=False)
     got = {int(s): g for s, g in excluded.groupby("subject")}
     assert set(got) == set(want), (set(got) ^ set(want), excluded.to_string())
     for sid, (rule, name, text) in want.items():
@@ -157,7 +157,8 @@ def test_damaged_corpus_excludes_with_named_files_and_keeps_the_rest(tmp_path: P
     kept = sorted(index.subject.unique())
     assert kept == [s for s in range(1, 40) if s not in want]
     assert index.position_mm.notna().all() and len(index) == len(kept) * 20
-    assert counts["excluded_by_rule"]["bad_geometry"] == 13 and counts["excluded_by_rule"]["undecodable"] == 2
+    by_rule = counts["excluded_by_rule"]
+    assert by_rule["bad_geometry"] == 12 and by_rule["pixel_length"] == 1 and by_rule["undecodable"] == 2
     # to_png decodes every kept subject, compressed and enhanced ones included.
     pngs = _pngs(tmp_path, index, tmp_path / "png")
     assert len(pngs) == len(kept) * 10
@@ -165,7 +166,7 @@ def test_damaged_corpus_excludes_with_named_files_and_keeps_the_rest(tmp_path: P
 
 def test_same_place_series_repair_keeps_the_last_acquisition(tmp_path: Path) -> None:
     make_study(tmp_path, 1, n_slices=6, same_place={3: 2})
-    index, excluded, _ = dicom.index_root(tmp_path, policy="repair", progress=False)
+    index, excluded, _ = sources.index_root(tmp_path, policy="repair", progress=False)
     assert excluded.rule.tolist() == ["duplicate"] and excluded.action.tolist() == ["repaired"]
     assert "kept the last acquisition sax_13" in excluded.detail.item()
     order = index.drop_duplicates("series").sort_values("order").series.tolist()
@@ -199,7 +200,7 @@ def test_damaged_compressed_pixels_exclude_in_to_png(tmp_path: Path) -> None:
     frags[20:40] = b"\xff" * 20  # RLE header: segment count and offsets
     ds.PixelData = bytes(frags)
     ds.save_as(f)
-    index, excluded, _ = dicom.index_root(tmp_path, progress=False)
+    index, excluded, _ = sources.index_root(tmp_path, progress=False)
     assert excluded.empty
     out = {}
     for sid, g in index.groupby("subject"):
@@ -244,7 +245,7 @@ def test_an_unforeseen_error_excludes_only_its_subject(tmp_path: Path, monkeypat
         return real(study)
 
     monkeypatch.setattr(dicom, "sax_entries", entries)
-    index, excluded, counts = dicom.index_root(tmp_path, jobs=1, progress=False)
+    index, excluded, counts = sources.index_root(tmp_path, jobs=1, progress=False)
     assert sorted(index.subject.unique()) == [1] and counts["subjects_kept"] == 1
     rec = excluded.iloc[0]
     assert rec.rule == "error" and rec.subject == 2 and "KeyError: 'boom'" in rec.detail and "2/study" in rec.detail
@@ -355,8 +356,8 @@ def test_file_names_of_real_exports(tmp_path: Path) -> None:
     (study / "sax_11" / "._IM-0011-0001.dcm").write_bytes(b"\0\5\26\7 AppleDouble")
     (study / "sax_11" / ".DS_Store").write_bytes(b"Bud1")
     (study / "sax_12" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")
-    ref, _, _ = dicom.index_root(tmp_path / "a", progress=False)
-    got, excluded, _ = dicom.index_root(tmp_path / "b", progress=False)
+    ref, _, _ = sources.index_root(tmp_path / "a", progress=False)
+    got, excluded, _ = sources.index_root(tmp_path / "b", progress=False)
     assert excluded.empty, excluded.detail.tolist()
     assert ref[["series", "frame", "order"]].equals(got[["series", "frame", "order"]])
 
@@ -365,7 +366,7 @@ def test_a_subject_found_twice_is_recorded(tmp_path: Path) -> None:
     make_study(tmp_path, 1)
     make_study(tmp_path, 2)
     make_study(tmp_path, 2, nested=False)  # the same id again, unpacked in the older layout
-    index, excluded, counts = dicom.index_root(tmp_path, progress=False)
+    index, excluded, counts = sources.index_root(tmp_path, progress=False)
     assert sorted(index.subject.unique()) == [1, 2] and counts["subjects_kept"] == 2
     rec = excluded.iloc[0]
     assert rec.rule == "duplicate" and rec.action == "repaired" and "train/2/study: ignored" in rec.detail

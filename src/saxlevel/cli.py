@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defect", action="append", metavar="NAME=RATE",
                    help="defect rate, e.g. --defect duplicate=0.1 (duplicate, inconsistent, noncontiguous, black)")
     p.add_argument("--format", choices=dicomio.FORMATS,
-                   help="classic: one file per image (Kaggle); enhanced: one Enhanced MR multi-frame file per series")
+                   help="classic: one file per image (Kaggle); enhanced: one Enhanced MR multi-frame file per series; "
+                        "clinical: one folder per subject as a PACS exports it (PH0001/1.dcm ..., one SAX series)")
     p.add_argument("--transfer-syntax", choices=sorted(dicomio.TRANSFER_SYNTAXES),
                    help="write every file in this lossless transfer syntax (default: uncompressed, as Kaggle)")
     p.set_defaults(func=_phantom)

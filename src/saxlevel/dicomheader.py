@@ -34,12 +34,14 @@ FUNCTIONAL_GROUPS = frozenset({0x52009229, 0x52009230})
 
 # tag: (keyword, VR) of every field read_frames uses from a classic image.
 WANTED: dict[int, tuple[str, bytes]] = {
+    0x00080016: ("SOPClassUID", b"UI"),
     0x0008103E: ("SeriesDescription", b"LO"),
     0x00180050: ("SliceThickness", b"DS"),
     0x00181060: ("TriggerTime", b"DS"),
     0x00181063: ("FrameTime", b"DS"),
     0x00200011: ("SeriesNumber", b"IS"),
     0x00200012: ("AcquisitionNumber", b"IS"),
+    0x0020000E: ("SeriesInstanceUID", b"UI"),
     0x00200013: ("InstanceNumber", b"IS"),
     0x00200032: ("ImagePositionPatient", b"DS"),
     0x00200037: ("ImageOrientationPatient", b"DS"),
@@ -142,7 +144,7 @@ def _value(raw: bytes, vr: bytes) -> Any:
     if vr == b"US":
         return _U16.unpack(raw)[0] if len(raw) == 2 else None
     text = raw.decode("latin-1").strip(" \0")
-    if vr == b"LO":
+    if vr in (b"LO", b"UI"):
         return text
     parts = [p.strip() for p in text.split("\\")] if text else []
     if vr == b"IS":

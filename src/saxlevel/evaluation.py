@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, STACK_KEY, decode, metrics
+from saxlevel import CLASSES, STACK_KEY, decode, io, metrics
 
 PROB_COLUMNS = [f"p_{c}" for c in CLASSES]
 SPLITS = ("test", "val")
@@ -17,7 +17,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
     """A predictions CSV; a missing file names the stage that makes it."""
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `dvc repro train@{path.stem}` (is the model in the grid?)")
-    return pd.read_csv(path)
+    return io.read_table(path)
 
 
 def decoded(pred: pd.DataFrame, how: str) -> np.ndarray:

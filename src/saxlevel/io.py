@@ -45,6 +45,30 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False, lineterminator="\n"))
 
 
+def subject_id(value: Any) -> int | str:
+    """One subject id as the tables hold it: an int where the folder name is a plain number (Kaggle's ids),
+    else the folder name as it is (``SCD0000101``, ``patient001``, ``0042``)."""
+    text = str(value.item() if hasattr(value, "item") else value)
+    return int(text) if text.isdigit() and str(int(text)) == text else text
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV of this project (index, labels, split, predictions) with its ``subject`` column read as the ids
+    it names: all plain numbers -> ints (Kaggle), otherwise every id a string, so ``0042`` and ``patient001``
+    keep their names and one table never mixes the two kinds."""
+    return with_subject_ids(pd.read_csv(path, dtype={"subject": str}))
+
+
+def with_subject_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``subject`` column as read_table gives it (see there)."""
+    if "subject" not in frame.columns or frame.empty:
+        return frame
+    text = frame["subject"].astype(str)
+    if text.map(lambda t: t.isdigit() and str(int(t)) == t).all():
+        return frame.assign(subject=text.astype("int64"))
+    return frame.assign(subject=text)
+
+
 def _json_default(obj: Any) -> Any:
     """Make numpy scalars and arrays JSON-serialisable."""
     import numpy as np

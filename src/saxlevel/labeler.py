@@ -80,7 +80,7 @@ def heart_centre(ed: list[np.ndarray], es: list[np.ndarray]) -> tuple[float, flo
     return phases.motion_centre(np.sum(diffs, axis=0))
 
 
-def uncertainty_order(subjects: list[int], predictions: pd.DataFrame) -> list[int]:
+def uncertainty_order(subjects: list, predictions: pd.DataFrame) -> list:
     """Subjects with predictions first, the least confident first (mean over slices of 1 - the largest
     class probability), then the rest in their order."""
     prob_cols = [f"p_{c}" for c in CLASSES]
@@ -89,7 +89,7 @@ def uncertainty_order(subjects: list[int], predictions: pd.DataFrame) -> list[in
                          "(data/predictions/BACKBONE-HEAD.csv)")
     doubt = (1 - predictions[prob_cols].max(axis=1)).groupby(predictions.subject).mean()
     known = [s for s in doubt.sort_values(ascending=False, kind="stable").index if s in set(subjects)]
-    return [int(s) for s in known] + [s for s in subjects if s not in set(known)]
+    return [io.subject_id(s) for s in known] + [s for s in subjects if s not in set(known)]
 
 
 class Labeler:
@@ -103,15 +103,15 @@ class Labeler:
         self.autosave_every = autosave_every
         if index.empty:
             raise ValueError("the index lists no images to label")
-        self.rows: dict[int, dict[str, pd.DataFrame]] = {}
+        self.rows: dict[int | str, dict[str, pd.DataFrame]] = {}
         for (sid, phase), g in index.groupby(STACK_KEY, sort=True):
-            self.rows.setdefault(int(sid), {})[str(phase)] = g.sort_values("order").reset_index(drop=True)
+            self.rows.setdefault(io.subject_id(sid), {})[str(phase)] = g.sort_values("order").reset_index(drop=True)
         self.subjects = sorted(self.rows)
         # Image keys per subject and phase, apex -> base: the hot path never touches pandas.
-        self.keys: dict[int, dict[str, list[tuple]]] = {
+        self.keys: dict[int | str, dict[str, list[tuple]]] = {
             sid: {ph: [self._key(r) for r in g.to_dict("records")] for ph, g in phases.items()}
             for sid, phases in self.rows.items()}
-        self.spacing: dict[int, dict[str, list[float]]] = {
+        self.spacing: dict[int | str, dict[str, list[float]]] = {
             sid: {ph: [float(v) if v == v else 1.5 for v in g.get("pixel_spacing", pd.Series([1.5] * len(g)))]
                   for ph, g in phases.items()} for sid, phases in self.rows.items()}
         if review is not None:
@@ -122,13 +122,13 @@ class Labeler:
             self.subjects = uncertainty_order(self.subjects, predictions)
         self.labels: dict[tuple, dict] = {}
         if self.labels_path.exists():
-            for r in pd.read_csv(self.labels_path).to_dict("records"):
-                self.labels[(int(r["subject"]), str(r["series"]), int(r["frame"]))] = {
+            for r in io.read_table(self.labels_path).to_dict("records"):
+                self.labels[(io.subject_id(r["subject"]), str(r["series"]), int(r["frame"]))] = {
                     "label": r["label"], "labeled_by": r.get("labeled_by", ""), "labeled_at": r.get("labeled_at", "")}
         self.pred: dict[tuple, str] = {}
         if predictions is not None:
             for r in predictions.to_dict("records"):
-                self.pred[(int(r["subject"]), str(r["series"]), int(r["frame"]))] = str(r["pred"])
+                self.pred[(io.subject_id(r["subject"]), str(r["series"]), int(r["frame"]))] = str(r["pred"])
         self.current = self._first_unfinished()
         self.cls: int | None = None
         self.boundary = False
@@ -138,8 +138,8 @@ class Labeler:
         self.history: list[list[tuple[tuple, dict | None]]] = []
         self.heart_view = True
         self.level, self.contrast = 0.0, 1.0  # display window: brightness offset and contrast factor
-        self.centres: dict[int, tuple[float, float] | None] = {}
-        self._cache: OrderedDict[int, dict[str, list[np.ndarray]]] = OrderedDict()
+        self.centres: dict[int | str, tuple[float, float] | None] = {}
+        self._cache: OrderedDict[int | str, dict[str, list[np.ndarray]]] = OrderedDict()
         self.session_start = time.monotonic()
         self.session_labels = 0
         self.show_help = False
@@ -150,17 +150,17 @@ class Labeler:
     # ----- state -----
     @staticmethod
     def _key(row: dict) -> tuple:
-        return (int(row["subject"]), str(row["series"]), int(row["frame"]))
+        return (io.subject_id(row["subject"]), str(row["series"]), int(row["frame"]))
 
     @property
-    def subject(self) -> int:
+    def subject(self) -> int | str:
         return self.subjects[self.current]
 
     def row_keys(self, phase: str) -> list[tuple]:
         """The current subject's image keys at ``phase``, apex -> base."""
         return self.keys[self.subject].get(phase, [])
 
-    def _keys(self, sid: int) -> list[tuple]:
+    def _keys(self, sid: int | str) -> list[tuple]:
         return [k for keys in self.keys[sid].values() for k in keys]
 
     def _first_unfinished(self) -> int:
@@ -264,7 +264,7 @@ class Labeler:
                 f"{self.progress()} | ? help")
 
     # ----- images -----
-    def images(self, sid: int) -> dict[str, list[np.ndarray]]:
+    def images(self, sid: int | str) -> dict[str, list[np.ndarray]]:
         """A subject's images per phase, read from disk once and kept for the last few subjects."""
         if sid not in self._cache:
             self._cache[sid] = {ph: [load_png(p) for p in g.path] for ph, g in self.rows[sid].items()}
@@ -273,7 +273,7 @@ class Labeler:
         self._cache.move_to_end(sid)
         return self._cache[sid]
 
-    def centre(self, sid: int) -> tuple[float, float] | None:
+    def centre(self, sid: int | str) -> tuple[float, float] | None:
         if sid not in self.centres:
             imgs = self.images(sid)
             self.centres[sid] = heart_centre(imgs.get("ED", []), imgs.get("ES", []))
@@ -507,8 +507,8 @@ def main(args: Any) -> int:
     index_path = Path(args.index)
     if not index_path.exists():
         raise FileNotFoundError(f"{index_path} not found: run `dvc repro to_png` first or pass --index")
-    predictions = pd.read_csv(args.predictions) if args.predictions else None
-    lab = Labeler(pd.read_csv(index_path), args.labels, predictions, user=args.user,
+    predictions = io.read_table(args.predictions) if args.predictions else None
+    lab = Labeler(io.read_table(index_path), args.labels, predictions, user=args.user,
                   review=getattr(args, "review", None))
     print(__doc__.split("\n\n")[2])
     print(f"resuming at subject {lab.current + 1}/{len(lab.subjects)}; labels go to {args.labels}")

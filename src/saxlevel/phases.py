@@ -46,13 +46,23 @@ def blood_pool_areas(cine: np.ndarray, pixel_spacing: float) -> np.ndarray:
 
 
 def detect_ed_es(cines: list[np.ndarray], spacings: list[float]) -> tuple[int, int, np.ndarray]:
-    """(ED index, ES index, summed area curve) over a few slices' cines (0-based frame indices)."""
-    total = np.zeros(len(cines[0]))
-    for cine, sp in zip(cines, spacings):
-        total += blood_pool_areas(cine, sp)
-    if np.ptp(total) == 0:
+    """(ED index, ES index, summed area curve) from every slice's cine, apex -> base (0-based frame indices).
+
+    The reference is the summed blood-pool area of the mid slices (phases.mid_slices). Slices above the base
+    (atria, aortic root, pulmonary trunk) fill while the ventricles empty, so their area curve runs against
+    the reference, and near the ends of a stack a slice may hold no ventricle at all: only slices whose curve
+    correlates positively with the reference add to the volume curve, like the slices through the ventricles
+    add to the ventricular volume. The basal slices, with the largest pools, then weigh as they do in the
+    volume (on the real GE study of ../shared/data/sunnybrook the mid slices alone put ES two frames late)."""
+    areas = [blood_pool_areas(cine, sp) for cine, sp in zip(cines, spacings)]
+    reference = np.sum([areas[i] for i in mid_slices(len(areas))], axis=0)
+    if np.ptp(reference) == 0:
         raise ValueError("no cardiac motion in the mid slices (blood-pool area constant over the cycle): "
                          "cannot detect ED/ES; set to_png.ed_frame and to_png.es_frame")
+    total = np.zeros(len(reference))
+    for a in areas:
+        if np.ptp(a) > 0 and np.corrcoef(a, reference)[0, 1] > 0:
+            total += a
     return int(np.argmax(total)), int(np.argmin(total)), total
 
 

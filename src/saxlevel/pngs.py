@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import parallel, phases
+from saxlevel import io, parallel, phases
 from saxlevel.dicom import EXCLUDED_COLUMNS, INDEX_COLUMNS
 from saxlevel.images import ConstantImage, PixelError, read_pixels, save_png, window
 from saxlevel.params import PngSettings
@@ -24,7 +24,7 @@ def read_index(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"index {path} not found: run filter_dicom first (dvc repro filter_dicom)")
-    index = pd.read_csv(path)
+    index = io.read_table(path)
     missing = [c for c in INDEX_COLUMNS if c not in index.columns]
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(missing)}: it was written by an older filter_dicom; "
@@ -44,21 +44,21 @@ def ordered_series(images) -> tuple[dict, list[str]]:
 
 def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str, int]:
     """The ED and ES frame numbers of one subject: given numbers, or 'auto' from the images
-    (phases.detect_ed_es over the mid slices). Raises ValueError naming the problem."""
+    (phases.detect_ed_es over every slice's cine). Raises ValueError naming the problem."""
     frames = sorted(int(f) for f in images["frame"].unique())
     by_series, order = ordered_series(images)
     chosen: dict[str, int] = {}
     if "auto" in (ed_frame, es_frame):
-        picks = [order[i] for i in phases.mid_slices(len(order))]
+        mid = [order[i] for i in phases.mid_slices(len(order))]
         cines = []
-        for s in picks:
+        for s in order:
             rec = by_series[s]
             if len(rec) != len(frames):
                 raise ValueError(f"{s} has {len(rec)} frames, others {len(frames)}: cannot detect ED/ES")
             cines.append(np.stack([read_pixels(p, k) for p, k in zip(rec["path"], rec["file_frame"])]))
-        if max(float(c.max()) for c in cines) <= 0:
-            raise ConstantImage(f"all-black mid slices ({', '.join(picks)})")
-        spacings = [float(by_series[s]["pixel_spacing"].iloc[0]) for s in picks]
+        if max(float(cines[order.index(s)].max()) for s in mid) <= 0:
+            raise ConstantImage(f"all-black mid slices ({', '.join(mid)})")
+        spacings = [float(by_series[s]["pixel_spacing"].iloc[0]) for s in order]
         ed_i, es_i, _ = phases.detect_ed_es(cines, spacings)
         chosen = {"ED": frames[ed_i], "ES": frames[es_i]}
     for phase, value in (("ED", ed_frame), ("ES", es_frame)):
@@ -72,7 +72,7 @@ def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str,
 def failed_subject(task: tuple, why: str) -> tuple[list[dict], list[dict], dict]:
     """The to_png result of a subject whose processing raised or killed its worker (its files named)."""
     images = task[0]
-    sid = int(images["subject"].iloc[0])
+    sid = io.subject_id(images["subject"].iloc[0])
     folders = sorted({str(Path(p).parent) for p in images["path"]})
     return [], [{"subject": sid, "rule": "error", "action": "excluded",
                  "detail": f"{why} (files in {', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''})"}], \
@@ -86,7 +86,7 @@ def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
     ``images`` is the subject's rows of the filter index. Returns (PNG index rows, exclusions,
     info with the chosen frames). A constant image excludes the subject: its stack would be incomplete.
     """
-    sid = int(images["subject"].iloc[0])
+    sid = io.subject_id(images["subject"].iloc[0])
     info: dict = {"subject": sid}
 
     def excluded(rule: str, detail: str) -> tuple[list, list, dict]:
@@ -129,7 +129,7 @@ class PngResult:
 
     rows: list[dict]
     excluded: pd.DataFrame
-    chosen: dict[int, dict] = field(default_factory=dict)
+    chosen: dict[int | str, dict] = field(default_factory=dict)
 
     @property
     def index(self) -> pd.DataFrame:
@@ -152,7 +152,7 @@ def write_pngs(index: pd.DataFrame, out: Path, cfg: PngSettings, final: Path | N
     return PngResult(rows, excluded, chosen)
 
 
-def frame_hit_rates(chosen: dict[int, dict], index: pd.DataFrame, truth_path: str | Path) -> dict[str, float]:
+def frame_hit_rates(chosen: dict[int | str, dict], index: pd.DataFrame, truth_path: str | Path) -> dict[str, float]:
     """Share of written subjects whose chosen ED / ES frame is within one frame of the phantom's truth (the
     cycle wraps around)."""
     truth = json.loads(Path(truth_path).read_text())["subjects"]

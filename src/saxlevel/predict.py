@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from saxlevel import CLASSES, backbones, decode, dicom, features, images, pngs
+from saxlevel.sources import dicom_folder
 
 
 class PredictError(ValueError):
@@ -87,23 +88,25 @@ def stack_probabilities(model: LoadedModel, gray: np.ndarray) -> np.ndarray:
 
 
 def index_folder(folder: str | Path) -> pd.DataFrame:
-    """The subject's image index (apex->base order) from a Kaggle study (sax_N folders) or any folder of DICOM
-    files. Files that cannot be used are dropped and stack defects repaired, each with a warning naming it."""
+    """The subject's image index (apex->base order) from a Kaggle study (sax_N folders) or a folder of DICOM files
+    in any layout (the SAX cine found from the headers, see sources.dicom_folder). Files that cannot be used are
+    dropped and stack defects repaired, each with a warning naming it; series that are not the SAX cine (long-axis
+    views, localizers) are left out without one, as a whole-study export is expected to hold them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PredictError(f"{folder} is not a folder of DICOM files")
     study = folder / "study" if (folder / "study").is_dir() else folder
-    sid = int(folder.name) if folder.name.isdigit() else (int(study.parent.name) if study.parent.name.isdigit() else 0)
+    name = folder.name if study == folder else study.parent.name
+    sid: int | str = int(name) if name.isdigit() and not name.startswith("0") else name
     if dicom.sax_folders(study):
         rows, problems, _ = dicom.index_entries(sid, "predict", dicom.sax_entries(study), policy="predict",
                                                 drop_bad_files=True)
     else:
-        files = dicom.image_files(study, recursive=True)
-        if not files:
+        rows, problems, n_files = dicom_folder.index_subject(dicom.Study(sid, "predict", study), policy="predict")
+        if not n_files:
             raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout) or DICOM files")
-        rows, problems, _ = dicom.index_files(sid, "predict", files, policy="predict")
     for p in problems:
-        if p["action"] != "excluded":
+        if p["action"] not in ("excluded", "ignored"):
             warnings.warn(f"{p['rule']}: {p['detail']}", stacklevel=2)
     fatal = [p for p in problems if p["action"] == "excluded"]
     if fatal:

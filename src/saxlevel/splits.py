@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, LABEL_KEY, STACK_KEY
+from saxlevel import CLASSES, LABEL_KEY, STACK_KEY, io
 
 SPLIT_NAMES = ("train", "val", "test")
 # Paper Table 1: 576 / 214 / 184 of 974 subjects.
@@ -19,7 +19,7 @@ class LabelError(ValueError):
     """The labels file does not cover the images, or holds unknown class names."""
 
 
-def assign_splits(subjects: list[int], ratios: tuple[float, ...], seed: int) -> dict[int, str]:
+def assign_splits(subjects: list, ratios: tuple[float, ...], seed: int) -> dict:
     """Shuffle subjects (seeded) and cut by ratios (largest remainder); every split gets >= 1 subject."""
     if len(ratios) != 3 or min(ratios) <= 0:
         raise ValueError(f"split.ratios must be three positive numbers (train, val, test), got {list(ratios)}")
@@ -35,14 +35,14 @@ def assign_splits(subjects: list[int], ratios: tuple[float, ...], seed: int) -> 
         if counts[i] == 0:
             counts[i] = 1
             counts[int(np.argmax(counts))] -= 1
-    order = np.random.default_rng(seed).permutation(subjects)
+    order = np.random.default_rng(seed).permutation(n)  # the same shuffle as permuting the ids themselves
     names = np.repeat(SPLIT_NAMES, counts)
-    return {int(s): str(name) for s, name in zip(order, names)}
+    return {subjects[i]: str(name) for i, name in zip(order, names)}
 
 
 def read_labels(path) -> pd.DataFrame:
     """Read a labels CSV (subject,series,frame,label[,labeled_by,labeled_at]) and check class names."""
-    labels = pd.read_csv(path)
+    labels = io.read_table(path)
     missing = [c for c in ["subject", "series", "frame", "label"] if c not in labels.columns]
     if missing:
         raise LabelError(f"{path}: missing column(s) {missing}; expected subject,series,frame,label")

@@ -128,6 +128,14 @@ def slice_label(heart: Heart, phi: float, z: float) -> str:
     return "bs"
 
 
+# Flow artefacts and atrial filling over the cycle (phi 0 at ED, 1 at ES): systolic signal loss in the aorta,
+# the strength and offset of its phase-encoding ghost, and how much the atrial pool's radius grows.
+FLOW_VOID = 0.35
+GHOST_LEVEL = 0.25
+GHOST_SHIFT_MM = 70.0
+LA_FILLING = 0.4
+
+
 def render(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Noise-free signal (myocardium = 1) at points (u, v, z) of the LV frame (float32 grids)."""
     s = heart_state(heart, phi)
@@ -146,9 +154,13 @@ def render(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray
     # Liver: toward the patient's right and inferior, so it fills the image below the apex.
     liver_top = s.epi_apex_z + 12.0
     img[(u > -20 + 0.8 * (z - liver_top)) & (z < liver_top) & (body_r < 0.86)] = 1.35
-    # Descending aorta (posterior, beside the spine) and spine.
-    img[(u + 5) ** 2 + (v + 62) ** 2 < 11.0**2] = heart.blood * 0.95
+    # Descending aorta (posterior, beside the spine) and spine. Systolic flow dephases the aortic blood (its
+    # signal drops) and pulsatile flow leaves a ghost of the vessel along the phase-encoding direction: the
+    # flow artefacts that make a real cine change outside the ventricles too.
+    aorta = (u + 5) ** 2 + (v + 62) ** 2 < 11.0**2
+    img[aorta] = heart.blood * 0.95 * (1.0 - FLOW_VOID * phi)
     img[(u + 5) ** 2 + (v + 90) ** 2 < 16.0**2] = 0.7
+    img[(u + 5) ** 2 + (v + 62 - GHOST_SHIFT_MM) ** 2 < 11.0**2] += GHOST_LEVEL * phi * heart.blood
 
     # Right ventricle: a crescent against the septum, shorter than the LV, contracting with it.
     rv_base = s.base_z + 6.0
@@ -162,11 +174,14 @@ def render(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray
 
     # Left atrium and aortic root above the base (what an obs slice shows beside the crescent);
     # the outflow tract reaches a little below the base plane, into basal slices.
-    img[((u + 6) ** 2 + (v + 16) ** 2 < (s.rc * 0.85) ** 2) & (z > s.base_z + 2.5)] = heart.blood * 0.9
+    # The atrium fills while the ventricles empty (its pool grows toward ES), so above the base the blood-pool
+    # area runs against the ventricles', as on real cine.
+    la_r = s.rc * 0.85 * (1.0 + LA_FILLING * (phi - 0.5))
+    img[((u + 6) ** 2 + (v + 16) ** 2 < la_r**2) & (z > s.base_z + 2.5)] = heart.blood * 0.9
     ao2 = (u - 9) ** 2 + (v - 13) ** 2
     high = z > s.base_z - 6.0
     img[(ao2 < 13.0**2) & high] = 1.0
-    img[(ao2 < 11.0**2) & high] = heart.blood * 0.97
+    img[(ao2 < 11.0**2) & high] = heart.blood * 0.97 * (1.0 - FLOW_VOID * phi)
 
     # LV: epicardial fat, myocardium, blood pool.
     re = _radius(z, s.base_z, s.cavity_length + heart.apex_wall, s.re)

@@ -121,7 +121,7 @@ TRANSFER_SYNTAXES = {
     "jpeg-ls": JPEGLSLossless,
     "jpeg2000": JPEG2000Lossless,
 }
-FORMATS = ("classic", "enhanced")
+FORMATS = ("classic", "enhanced", "clinical")
 
 
 def to_enhanced(files: list[Path], path: Path) -> None:
@@ -218,8 +218,9 @@ def transcode(path: Path, syntax: str, out: Path | None = None) -> None:
 
 def export_study(study: Path, form: str = "classic", syntax: str = "explicit") -> None:
     """Re-export a written study in place: ``form`` 'enhanced' merges each series of each folder into one
-    Enhanced MR file (IM-<series>.dcm); ``syntax`` transcodes every file (see TRANSFER_SYNTAXES)."""
-    if form not in FORMATS:
+    Enhanced MR file (IM-<series>.dcm); ``syntax`` transcodes every file (see TRANSFER_SYNTAXES). The
+    'clinical' form moves the study to another folder: see to_clinical."""
+    if form not in FORMATS or form == "clinical":
         raise ValueError(f"phantom format must be one of {FORMATS}, got {form!r}")
     for folder in sorted(p for p in study.iterdir() if p.is_dir()):
         files = sorted(folder.glob("*.dcm"))
@@ -235,3 +236,51 @@ def export_study(study: Path, form: str = "classic", syntax: str = "explicit") -
         if syntax != "explicit":
             for f in files:
                 transcode(f, syntax)
+
+
+CLINICAL_SAX_SERIES = 300  # the series number GE gave the cine of the Sunnybrook export
+
+
+def to_clinical(study: Path, out: Path, apex_to_base: list[str], syntax: str = "explicit") -> dict[str, str]:
+    """Re-export a Kaggle-layout study as a clinic's PACS export (the Sunnybrook GE studies' form) into ``out``:
+    every file in one folder, named 1.dcm, 2.dcm, ...; all SAX slices in one series (SeriesNumber 300, empty
+    SeriesDescription) numbered over the whole series (InstanceNumber slice-major, base first, as GE does), each
+    classic file carrying a vestigial, empty PerFrameFunctionalGroupsSequence; the long-axis series as they were;
+    and a three-plane localizer (one image per plane) as series 1. A second series in a sax folder (a repeated
+    acquisition) keeps its own series. Returns {sax_N: slice_K} (K = rank apex->base), the names the indexer
+    gives the slices."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = {folder: f"slice_{k}" for k, folder in enumerate(apex_to_base)}
+    sax_uid: UID | None = None
+    files: list[Dataset] = []  # in file order
+    instance = 0
+    for name in reversed(apex_to_base):  # base first
+        primary = int(name.split("_")[1])
+        for f in sorted((study / name).glob("*.dcm")):
+            ds = pydicom.dcmread(f)
+            if int(ds.SeriesNumber) == primary:
+                sax_uid = sax_uid or uid(ds.StudyInstanceUID, "clinical", "sax")
+                ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = sax_uid, CLINICAL_SAX_SERIES, ""
+                parts = f.stem.split("-")
+                if len(parts) < 4 or parts[3] == "0001":  # a same-series repeat (IM-s-f-rep) shares its number
+                    instance += 1
+                ds.InstanceNumber = instance
+                ds.PerFrameFunctionalGroupsSequence = Sequence([Dataset()])
+            files.append(ds)
+    lax = sorted(p for p in study.iterdir() if p.is_dir() and not p.name.startswith("sax_"))
+    for folder in lax:
+        files += [pydicom.dcmread(f) for f in sorted(folder.glob("*.dcm"))]
+    mid = apex_to_base[len(apex_to_base) // 2]
+    planes = [sorted((study / mid).glob("*.dcm"))[0]] + [sorted(folder.glob("*.dcm"))[0] for folder in lax]
+    for k, f in enumerate(planes):
+        scout = pydicom.dcmread(f)
+        scout.SeriesInstanceUID, scout.SeriesNumber = uid(scout.StudyInstanceUID, "clinical", "localizer"), 1
+        scout.SeriesDescription, scout.InstanceNumber, scout.TriggerTime = "Localizer", k + 1, "0"
+        scout.SOPInstanceUID = scout.file_meta.MediaStorageSOPInstanceUID = uid(scout.SeriesInstanceUID, k)
+        files.insert(k, scout)
+    for n, item in enumerate(files, start=1):
+        path = out / f"{n}.dcm"
+        item.save_as(path, enforce_file_format=True)
+        if syntax != "explicit":
+            transcode(path, syntax)
+    return names

@@ -1,7 +1,8 @@
 """Build a synthetic Kaggle-DSB2-layout cine SAX DICOM tree with exact labels and defects.
 
 Layout: OUT/{train,validate,test}/{same}/<id>/study/{sax_N,2ch_N,4ch_N}/IM-<series>-<frame>.dcm,
-ids numbered per split as on Kaggle (train first). OUT/labels.csv holds the ED and ES label of
+ids numbered per split as on Kaggle (train first); format ``clinical`` writes OUT/PH<id>/1.dcm ... instead, one
+folder per subject as a clinic exports it (dicomio.to_clinical). OUT/labels.csv holds the ED and ES label of
 every SAX slice, OUT/truth.json the generator parameters and each subject's exact ground truth.
 """
 
@@ -36,7 +37,7 @@ class PhantomParams:
     frames: int
     defect_rates: dict[str, float]
     jobs: int
-    format: str  # classic: one file per image (Kaggle); enhanced: one Enhanced MR file per series
+    format: str  # classic: one file per image (Kaggle); enhanced: one Enhanced MR file per series; clinical
     transfer_syntax: str  # explicit (Kaggle), deflate, rle, jpeg-lossless, jpeg-ls, jpeg2000
 
     @classmethod
@@ -265,20 +266,34 @@ def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams
                 slice_location=float(plane.ipp @ plane.normal), description=kind,
             )
 
-    if params.format != "classic" or params.transfer_syntax != "explicit":
+    kept = apex_to_base if missing_k < 0 else [s for k, s in enumerate(apex_to_base) if k != missing_k]
+    labels = p["labels"]
+    subject: int | str = sid
+    if params.format == "clinical":
+        subject = clinical_id(sid)
+        names = dicomio.to_clinical(study, out / subject, kept, params.transfer_syntax)
+        shutil.rmtree(study.parent)
+        labels = [{**r, "subject": subject, "series": names[r["series"]]} for r in labels if r["series"] in names]
+        kept = [names[s] for s in kept]
+    elif params.format != "classic" or params.transfer_syntax != "explicit":
         dicomio.export_study(study, params.format, params.transfer_syntax)
     truth = {
         "split": split,
         "ed_frame": ed,
         "es_frame": es,
-        "apex_to_base": apex_to_base if missing_k < 0 else [s for k, s in enumerate(apex_to_base) if k != missing_k],
+        "apex_to_base": kept,
         "defects": defects,
         "edv_ml": round(anatomy.cavity_volume_ml(heart, 0.0), 2),
         "esv_ml": round(anatomy.cavity_volume_ml(heart, 1.0), 2),
         "slice_step_mm": round(p["step"], 3),
         "transposed": bool(np.dot(np.cross(planes[0].row, planes[0].col), lv.d) < 0),
     }
-    return {"sid": sid, "truth": truth, "labels": p["labels"]}
+    return {"sid": sid, "subject": subject, "truth": truth, "labels": labels}
+
+
+def clinical_id(sid: int) -> str:
+    """The folder name (and subject id) of subject ``sid`` in the clinical form: PH0001, ... (not a number)."""
+    return f"PH{sid:04d}"
 
 
 def _make_subject_star(args: tuple) -> dict:
@@ -303,7 +318,7 @@ def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) 
             results = list(tqdm(pool.map(_make_subject_star, tasks), total=len(tasks), desc="phantom",
                                 unit="subject", disable=not progress))
     results.sort(key=lambda r: r["sid"])
-    truth = {"params": asdict(params) | {"jobs": None}, "subjects": {str(r["sid"]): r["truth"] for r in results}}
+    truth = {"params": asdict(params) | {"jobs": None}, "subjects": {str(r["subject"]): r["truth"] for r in results}}
     truth["params"].pop("jobs")
     for key, default in (("format", "classic"), ("transfer_syntax", "explicit")):
         if truth["params"][key] == default:  # the Kaggle form: truth.json as before these options existed
@@ -311,9 +326,12 @@ def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) 
     write_json(tmp / "truth.json", truth)
     write_csv(tmp / "labels.csv", pd.DataFrame([row for r in results for row in r["labels"]]))
     for split in ("train", "validate"):
-        vols = [{"Id": r["sid"], "Systole": r["truth"]["esv_ml"], "Diastole": r["truth"]["edv_ml"]}
+        vols = [{"Id": r["subject"], "Systole": r["truth"]["esv_ml"], "Diastole": r["truth"]["edv_ml"]}
                 for r in results if r["truth"]["split"] == split]
         write_csv(tmp / f"{split}.csv", pd.DataFrame(vols, columns=["Id", "Systole", "Diastole"]))
+    if params.format == "clinical":  # the Kaggle split folders the subjects were first written to
+        for split, _ in KAGGLE_SPLITS:
+            shutil.rmtree(tmp / split, ignore_errors=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

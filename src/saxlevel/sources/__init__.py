@@ -1,0 +1,95 @@
+"""Input sources behind one index contract (``dicom.INDEX_COLUMNS``): which layout a root has, and its index.
+
+- ``kaggle``: the Kaggle Data Science Bowl trees, ``{train,validate,test}/[same/]<id>/study/sax_N/*.dcm``
+  (``saxlevel.dicom``); the subject id is the numeric folder name.
+- ``subject folders``: a clinical export, one folder per subject holding its DICOM files in any sub-layout
+  (``dicom_folder``); the subject id is the folder name as it is (``SCD0000101``, ``patient001``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from saxlevel import dicom, parallel
+from saxlevel.sources import dicom_folder
+
+KAGGLE, SUBJECT_FOLDERS = "kaggle", "subject folders"
+LAYOUTS = (KAGGLE, SUBJECT_FOLDERS)
+
+
+def detect_layout(raw: str | Path) -> str:
+    """The layout of a DICOM root: Kaggle's split folders, else one folder per subject."""
+    raw = Path(raw)
+    if not raw.is_dir():
+        raise FileNotFoundError(f"DICOM root {raw} does not exist: set data.raw in params.yaml or pass --raw")
+    return KAGGLE if any((raw / split).is_dir() for split in dicom.SPLITS) else SUBJECT_FOLDERS
+
+
+def find_subject_folders(raw: str | Path) -> list[dicom.Study]:
+    """One study per non-hidden sub-folder of ``raw``, by name; the id is the folder name."""
+    raw = Path(raw)
+    found = [dicom.Study(p.name, "none", p) for p in sorted(raw.iterdir())
+             if not p.name.startswith(".") and p.is_dir()]
+    if not found:
+        files = dicom.image_files(raw)
+        hint = (f" ({len(files)} file(s) lie directly in it: it looks like one subject's folder; give its parent, "
+                "or move it into a folder named after the subject)") if files else ""
+        raise FileNotFoundError(
+            f"no subjects under {raw}: expected the Kaggle layout {raw}/{{train,validate,test}}/<id>/study/sax_N/ "
+            f"or one folder per subject holding its DICOM files{hint}")
+    return found
+
+
+def _index_one(study: dicom.Study, policy: str, layout: str) -> tuple[list[dict], list[dict], int]:
+    if layout == KAGGLE:
+        return dicom.index_study(study, policy)
+    return dicom_folder.index_subject(study, policy)
+
+
+def _failed_study(task: tuple, why: str) -> tuple[list[dict], list[dict], int]:
+    """The index result of a subject whose indexing raised or killed its worker: excluded, rule ``error``."""
+    study = task[0]
+    return [], [{"subject": study.subject, "rule": "error", "action": "excluded",
+                 "detail": f"{study.path}: {why}"}], 0
+
+
+def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1,
+               progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Index every study under ``raw`` in either layout: (kept images, exclusions/repairs/notes, counts)."""
+    if policy not in ("paper", "repair"):
+        raise ValueError(f"filter.policy must be 'paper' or 'repair', got {policy!r}")  # 'predict' is predict's
+    layout = detect_layout(raw)
+    shadowed: list[dicom.Study] = []
+    studies = dicom.find_studies(raw, shadowed) if layout == KAGGLE else find_subject_folders(raw)
+    results = parallel.map_isolated(
+        _index_one, [(s, policy, layout) for s in studies], jobs, on_failure=_failed_study,
+        desc="filter_dicom", unit="subject", progress=progress)
+    rows = [r for res in results for r in res[0]]
+    problems = [p for res in results for p in res[1]]
+    kept_at = {s.subject: s.path for s in studies}
+    problems += [{"subject": s.subject, "rule": "duplicate", "action": "repaired",
+                  "detail": f"subject {s.subject} also at {s.path}: ignored, {kept_at[s.subject]} used"}
+                 for s in shadowed]
+    index = pd.DataFrame(rows, columns=dicom.INDEX_COLUMNS)
+    excluded = pd.DataFrame(problems, columns=dicom.EXCLUDED_COLUMNS)
+    dropped = set(excluded.loc[excluded.action == "excluded", "subject"])
+
+    def by_rule(action: str) -> dict[str, int]:
+        return {r: int(excluded[(excluded.rule == r) & (excluded.action == action)].subject.nunique())
+                for r in dicom.RULES}
+
+    counts = {
+        "layout": layout,
+        "subjects_found": len(studies),
+        "subjects_kept": len(studies) - len(dropped),
+        "subjects_excluded": len(dropped),
+        "files_read": sum(res[2] for res in results),
+        "images_kept": len(index),
+        "excluded_by_rule": by_rule("excluded"),
+        "repaired_by_rule": by_rule("repaired"),
+        "ignored_by_rule": by_rule("ignored"),
+        "noted_by_rule": by_rule("warning"),
+    }
+    return index, excluded, counts
