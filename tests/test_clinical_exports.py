@@ -287,3 +287,14 @@ def test_filter_stage_names_the_layout(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "(kaggle layout)" in done.stdout
     assert json.loads((tmp_path / "f.json").read_text())["layout"] == "kaggle"
+
+
+def test_a_folder_without_dicom_names_what_it_holds(tmp_path: Path) -> None:
+    make_study(tmp_path / "k", 1)
+    shutil.copytree(tmp_path / "k/train/train/1/study", tmp_path / "root" / "ok")
+    (tmp_path / "root" / "nifti").mkdir()
+    (tmp_path / "root" / "nifti" / "patient001_frame01.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 400)
+    index, excluded, counts = sources.index_root(tmp_path / "root", progress=False)
+    assert counts["subjects_kept"] == 1 and index.subject.unique().tolist() == ["ok"]
+    rec = excluded[(excluded.subject == "nifti") & (excluded.rule == "no_sax")].detail.iloc[0]
+    assert "not DICOM" in rec and "NIfTI" in rec

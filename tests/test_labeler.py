@@ -154,3 +154,18 @@ def test_heart_view_review_order_window_keys_and_cache(index: pd.DataFrame, tmp_
     assert lab.centres[lab.subject] is not None
     with pytest.raises(ValueError, match="needs --predictions"):
         labeler.Labeler(index, tmp_path / "l.csv", review="uncertain", show=False)
+
+
+def test_string_subject_ids_label_save_and_resume(index: pd.DataFrame, tmp_path: Path) -> None:
+    """Clinical exports name subjects by folder (SCD0000101, 0042): the labeler keeps those names."""
+    named = index.assign(subject=index.subject.map({1: "SCD0000101", 2: "0042"}))
+    path = tmp_path / "labels.csv"
+    lab = labeler.Labeler(named, path, user="ann", autosave_every=1000)
+    assert lab.subjects == ["0042", "SCD0000101"] and lab.subject == "0042"
+    key(lab, "3")
+    click(lab, "ED", 0)
+    key(lab, " ")
+    saved = labeler.io.read_table(path)
+    assert saved.subject.tolist() == ["0042"] and saved.label.tolist() == ["mid"]
+    again = labeler.Labeler(named, path, user="bob")  # resumes at the first subject with an unlabelled slice
+    assert again.subject == "0042" and again.label_of("ED", 0) == "mid" and again.label_of("ED", 1) is None

@@ -148,7 +148,11 @@ def index_subject(study: dicom.Study, policy: str = "paper",
     stack = sax_stack(rows, problem)
     if not stack:
         n_series = len({r["series_uid"] or r["series_number"] for r in rows})
+        other = [p["detail"] for p in problems if p["rule"] == "not_dicom"]
+        nifti = any(".nii" in d for d in other)
         problem("no_sax", f"no short-axis cine stack in {study.path} ({len(files)} file(s), {n_series} series, "
-                "see the other_series records)" if rows else f"no readable DICOM image in {study.path}")
+                "see the other_series records)" if rows else f"no readable DICOM image in {study.path}"
+                + (f" ({len(other)} file(s) are not DICOM, e.g. {Path(other[0].split(': ')[0]).name}"
+                   + ("; NIfTI volumes are not read by filter_dicom" if nifti else "") + ")" if other else ""))
         return [], problems, len(files)
     return dicom.apply_rules(study.subject, stack, problems, policy), problems, len(files)
