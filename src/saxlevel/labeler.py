@@ -39,8 +39,8 @@ COLUMNS = KEY + ["label", "labeled_by", "labeled_at"]
 KEEP_BACKUPS = 5
 PHASES = ("ED", "ES")
 # Half-width of the heart-centred crop: 75 mm covers both ventricles of an adult heart around the moving
-# centre, which sits between LV and RV (phases.ROI_RADIUS_MM, 45 mm, holds the blood pools; the rest is
-# margin for the walls and the neighbourhood a reader needs to judge the level).
+# centre, which sits between LV and RV (the blood pools lie within ~45 mm of it; the rest is margin for the
+# walls and the neighbourhood a reader needs to judge the level).
 HEART_HALF_MM = 75.0
 CACHED_SUBJECTS = 3  # images of this many subjects stay in memory (back-and-forth costs no disk reads)
 UNDO_STEPS = 200
