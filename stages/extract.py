@@ -20,7 +20,7 @@ def main() -> int:
     ap.add_argument("--split", required=True, help="split.csv (rows in feature order)")
     ap.add_argument("--out", required=True, help="features folder: BACKBONE.npy/.json/.keras go here")
     args = ap.parse_args()
-    cfg = P.feature_settings(P.load(args.params))
+    cfg = P.feature_settings(P.load(args.params), args.backbone)
     seed_everything(cfg.seed)
     feats, model, record = features.extract_split(args.backbone, io.read_table(args.split), cfg)
     out = Path(args.out)

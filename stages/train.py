@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--live", required=True, help="dvclive folder for this model's learning curves")
     args = ap.parse_args()
     name = f"{'train' if args.section == 'train' else 'finetune'}@{args.backbone}-{args.head}"
-    cfg = P.train_settings(P.load(args.params), args.section)
+    cfg = P.train_settings(P.load(args.params), args.section, args.backbone)
     data = io.read_table(args.split)
     preprocessing = images.read_preprocessing(args.png)
     seed_everything(cfg.seed)

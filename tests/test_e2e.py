@@ -25,7 +25,8 @@ TINY = {
     "phantom": {"subjects": 10, "frames": 6, "defect_rates": {"duplicate": 0.1}},
     "to_png": {"window": [5, 95]},  # not the default: predict must follow the model's record, not (2, 98)
     "features": {"image_size": 32, "bn_images": 8},
-    "grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"]},
+    # EfficientNet-Lite0 with its installable ImageNet weights (features.backbone_weights) beside random MobileNet
+    "grid": {"backbones": ["mobilenet", "efficientnetlite0"], "heads": ["dense", "bigru"]},
     "finetune_grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"], "image_size": 32, "epochs": 2},
     "head": "bigru",
     "train": {"epochs": 2},
@@ -68,7 +69,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
-               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO / "src"))
+               TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO / "src"),
+               KERAS_HOME=str(repo.parent / "keras"))  # the converted Lite0 weights are cached there
     _run(["git", "init", "-q"], repo, env)
     _commit(repo, env, "tiny")
     _run(DVC + ["repro"], repo, env)
@@ -79,9 +81,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     repo, env = tiny
     table5 = json.loads((repo / "metrics/table5.json").read_text())
-    assert set(table5["models"]) == {"mobilenet-dense", "mobilenet-bigru", "mobilenet-dense-ft", "mobilenet-bigru-ft"}
+    assert set(table5["models"]) == {"mobilenet-dense", "mobilenet-bigru", "mobilenet-dense-ft", "mobilenet-bigru-ft",
+                                     "efficientnetlite0-dense", "efficientnetlite0-bigru"}
     for name, m in table5["models"].items():
         assert (m["finetune"], m["augment"]) == (("all", True) if name.endswith("-ft") else ("none", False))
+        assert m["weights"] == ("imagenet" if m["backbone"] == "efficientnetlite0" else "none")
     assert {"mobilenet-bigru vs mobilenet-dense", "mobilenet-dense-ft vs mobilenet-dense",
             "mobilenet-bigru-ft vs position-only", "mobilenet-bigru-ft vs mobilenet-dense-ft"} <= set(table5["comparisons"])
     claims = pd.read_csv(repo / "plots/claims.csv")
@@ -96,7 +100,10 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     data = json.loads((repo / "metrics/data.json").read_text())
     assert data["table1_subjects"]["total"]["count"] == 9
     table = pd.read_csv(repo / "plots/table5.csv")
-    assert len(table) == 8 and set(table.decode) == {"argmax", "ordered"} and {"finetune", "augment"} <= set(table)
+    assert len(table) == 12 and set(table.decode) == {"argmax", "ordered"} and {"finetune", "augment"} <= set(table)
+    assert set(table[table.backbone == "efficientnetlite0"].weights) == {"imagenet"}
+    table4 = pd.read_csv(repo / "plots/table4.csv").set_index("backbone")
+    assert table4.loc["efficientnetlite0", "weights"] == "imagenet" and table4.loc["mobilenet", "weights"] == "none"
     conf = pd.read_csv(repo / "plots/confusion.csv")
     assert set(conf.actual) <= {"1-oap", "2-ap", "3-mid", "4-bs", "5-obs"}
     figs = {p.name for p in (repo / "plots/figures").iterdir()}
@@ -118,6 +125,14 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     got = levels.merge(want, on=["phase", "series"], how="inner")
     assert len(got) == len(want) and (got.level == got.pred).all()
     assert (tmp_path / "pred" / "levels_ED.png").exists()
+    # ... and so does the EfficientNet-Lite0 model, whose extractor carries the converted ImageNet weights.
+    lite = [*cli[:6], "models/efficientnetlite0-bigru.keras", "--out", str(tmp_path / "pred_lite")]
+    _run(lite, repo, env)
+    lite_levels = pd.read_csv(tmp_path / "pred_lite" / "levels.csv")
+    lite_want = pd.read_csv(repo / "data/predictions/efficientnetlite0-bigru.csv")
+    lite_want = lite_want[lite_want.subject == sid][["phase", "series", "p_mid"]]
+    got = lite_levels.merge(lite_want, on=["phase", "series"], how="inner", suffixes=("", "_pipeline"))
+    assert len(got) == len(lite_want) and np.allclose(got.p_mid, got.p_mid_pipeline, atol=1e-4)
     # A fine-tuned model is one self-contained file and predicts exactly like in the pipeline.
     ft = repo / "models/finetuned/mobilenet-bigru.keras"
     assert "feature_extractor" not in json.loads(zipfile.ZipFile(ft).read("saxlevel.json"))

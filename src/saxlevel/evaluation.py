@@ -59,15 +59,16 @@ def compare(pred_a: pd.DataFrame, pred_b: pd.DataFrame, how: str, resamples: int
 
 
 def table_rows(name: str, backbone: str, head: str, result: dict, finetune: str = "none",
-               augment: bool = False) -> list[dict]:
-    """Readable Table 5 rows (test split), one per decoding, with CI columns."""
+               augment: bool = False, weights: str = "none") -> list[dict]:
+    """Readable Table 5 rows (test split), one per decoding, with CI columns; ``weights``: what the backbone
+    started from (imagenet, none or a file)."""
     rows = []
     for how, per_split in result.items():
         t = per_split.get("test")
         if t is None:
             continue
-        row = {"model": name, "backbone": backbone, "head": head, "finetune": finetune, "augment": augment,
-               "decode": how,
+        row = {"model": name, "backbone": backbone, "head": head, "weights": weights, "finetune": finetune,
+               "augment": augment, "decode": how,
                **{f"f1_{c}": round(t["f1"][c], 3) for c in CLASSES},
                "auc_weighted": round(t["auc_weighted"], 3), "accuracy": round(t["accuracy"], 3),
                "sotd": t["sotd"], "error_3class": round(t["error_3class"], 3),

@@ -101,7 +101,7 @@ def extract_split(name: str, data, cfg) -> tuple[np.ndarray, object, dict]:
         "n_images": int(len(feats)), "row_ids": data.row.tolist(), "images_per_second": round(ips, 1),
         "parameters": int(model.count_params()),
         "batchnorm_estimated_on": len(bn_paths) if cfg.weights == "none" else 0, "batchnorm_layers": n_layers,
-        "preprocess": f"keras.applications.{backbones.spec(name).module}.preprocess_input",
+        "preprocess": backbones.spec(name).preprocess,
         "seed": cfg.seed, "device": compute_device(),
     }
     return feats, model, record

@@ -66,12 +66,12 @@ def set_trainable(model, name: str, mode: str, bn_train: bool, bn_momentum: floa
 class GrayToBackbone(keras.layers.Layer):
     """(…, H, W, 1) gray 0-255 -> (…, H, W, 3) exactly as backbones.to_backbone_input does it:
     keras.applications' preprocess_input is x / 127.5 - 1 for MobileNet, NASNet and ResNetV2 ('tf'
-    mode) and the identity for EfficientNet (it rescales inside the network)."""
+    mode) and the identity for EfficientNet and EfficientNet-Lite0 (they rescale inside the network)."""
 
     def __init__(self, backbone: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.backbone = backbone
-        self.tf_mode = backbones.spec(backbone).module != "efficientnet"
+        self.tf_mode = not backbones.spec(backbone).rescales_inside
 
     def call(self, x):
         x = keras.ops.concatenate([x, x, x], axis=-1)

@@ -45,11 +45,16 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: frame.to_csv(p, index=False, lineterminator="\n"))
 
 
+def _plain_number(text: str) -> bool:
+    """Digits only, without a leading zero (``42``, not ``0042``): such an id reads back as the same int."""
+    return text.isdigit() and str(int(text)) == text
+
+
 def subject_id(value: Any) -> int | str:
     """One subject id as the tables hold it: an int where the folder name is a plain number (Kaggle's ids),
     else the folder name as it is (``SCD0000101``, ``patient001``, ``0042``)."""
     text = str(value.item() if hasattr(value, "item") else value)
-    return int(text) if text.isdigit() and str(int(text)) == text else text
+    return int(text) if _plain_number(text) else text
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -64,7 +69,7 @@ def with_subject_ids(frame: pd.DataFrame) -> pd.DataFrame:
     if "subject" not in frame.columns or frame.empty:
         return frame
     text = frame["subject"].astype(str)
-    if text.map(lambda t: t.isdigit() and str(int(t)) == t).all():
+    if text.map(_plain_number).all():
         return frame.assign(subject=text.astype("int64"))
     return frame.assign(subject=text)
 

@@ -138,8 +138,30 @@ def _typed(value: Any, kind: type, key: str) -> Any:
         raise ParamError(f"params.yaml: '{key}' must be a {kind.__name__}, got {value!r}") from None
 
 
-def train_settings(params: dict[str, Any], section: str = "train") -> TrainSettings:
-    """The training settings of ``section`` ('train' or 'finetune_grid'), typed and validated."""
+WEIGHTS_OVERRIDE = "features.backbone_weights"
+
+
+def weights_for(params: dict[str, Any], backbone: str | None = None) -> str:
+    """The weights a backbone starts from: features.backbone_weights.BACKBONE where given, else
+    features.weights ('imagenet', 'none' or a weights file). The override lets EfficientNet-Lite0 use its
+    installable ImageNet weights while Keras' four stay random offline."""
+    default = str(get(params, "features.weights"))
+    overrides = get(params, WEIGHTS_OVERRIDE, {}) or {}
+    if not isinstance(overrides, dict):
+        raise ParamError(f"params.yaml: '{WEIGHTS_OVERRIDE}' must map backbone names to weights, e.g. "
+                         f"{{efficientnetlite0: imagenet}}; got {overrides!r}")
+    for name in overrides:
+        if name not in BACKBONES:
+            raise ParamError(f"params.yaml: '{WEIGHTS_OVERRIDE}' names unknown backbone {name!r}; "
+                             f"choose from {BACKBONES}")
+    if backbone is None:
+        return default
+    return str(overrides.get(backbone, default))
+
+
+def train_settings(params: dict[str, Any], section: str = "train", backbone: str | None = None) -> TrainSettings:
+    """The training settings of ``section`` ('train' or 'finetune_grid') for ``backbone`` (its weights),
+    typed and validated."""
     if section not in ("train", FINETUNE_SECTION):
         raise ParamError(f"unknown training section {section!r}; use 'train' or '{FINETUNE_SECTION}'")
     kinds = {"epochs": int, "patience": int, "lr": float, "seed": int, "max_slices": int, "finetune": str,
@@ -160,7 +182,7 @@ def train_settings(params: dict[str, Any], section: str = "train") -> TrainSetti
         raise ParamError(f"params.yaml: '{where}.bn_momentum' must be in [0, 1), got {values['bn_momentum']}")
     size_key = f"{section}.image_size" if section == FINETUNE_SECTION else "features.image_size"
     return TrainSettings(section=section, **values, image_size=_typed(get(params, size_key), int, size_key),
-                         weights=str(get(params, "features.weights")),
+                         weights=weights_for(params, backbone),
                          bn_images=_typed(get(params, "features.bn_images"), int, "features.bn_images"))
 
 
@@ -282,9 +304,10 @@ class FeatureSettings:
     seed: int
 
 
-def feature_settings(params: dict[str, Any]) -> FeatureSettings:
-    """features.weights (imagenet, none or a weights file), image_size, batch_size, bn_images, seed."""
-    return FeatureSettings(str(get(params, "features.weights")),
+def feature_settings(params: dict[str, Any], backbone: str | None = None) -> FeatureSettings:
+    """The backbone's weights (imagenet, none or a weights file; see weights_for), features.image_size,
+    batch_size, bn_images, seed."""
+    return FeatureSettings(weights_for(params, backbone),
                            _whole(get(params, "features.image_size"), "features.image_size"),
                            _whole(get(params, "features.batch_size"), "features.batch_size"),
                            _whole(get(params, "features.bn_images"), "features.bn_images"),
@@ -307,6 +330,7 @@ class EvaluateSettings:
     bootstrap: int
     seed: int
     figure3_subjects: int
+    weights: dict[str, str]  # each backbone's weights (weights_for)
 
 
 def evaluate_settings(params: dict[str, Any]) -> EvaluateSettings:
@@ -320,4 +344,5 @@ def evaluate_settings(params: dict[str, Any]) -> EvaluateSettings:
         backbones, heads, selected_model(params), ft_backbones, ft_heads, train_settings(params, "train"),
         train_settings(params, FINETUNE_SECTION) if ft_backbones and ft_heads else None, how,
         _whole(get(params, "evaluate.bootstrap"), "evaluate.bootstrap", minimum=0), typed(params, "evaluate.seed", int),
-        _whole(get(params, "evaluate.figure3_subjects"), "evaluate.figure3_subjects", minimum=0))
+        _whole(get(params, "evaluate.figure3_subjects"), "evaluate.figure3_subjects", minimum=0),
+        {b: weights_for(params, b) for b in dict.fromkeys(backbones + ft_backbones)})

@@ -49,15 +49,15 @@ def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str,
     by_series, order = ordered_series(images)
     chosen: dict[str, int] = {}
     if "auto" in (ed_frame, es_frame):
-        mid = [order[i] for i in phases.mid_slices(len(order))]
+        mid = phases.mid_slices(len(order))
         cines = []
         for s in order:
             rec = by_series[s]
             if len(rec) != len(frames):
                 raise ValueError(f"{s} has {len(rec)} frames, others {len(frames)}: cannot detect ED/ES")
             cines.append(np.stack([read_pixels(p, k) for p, k in zip(rec["path"], rec["file_frame"])]))
-        if max(float(cines[order.index(s)].max()) for s in mid) <= 0:
-            raise ConstantImage(f"all-black mid slices ({', '.join(mid)})")
+        if max(float(cines[i].max()) for i in mid) <= 0:
+            raise ConstantImage(f"all-black mid slices ({', '.join(order[i] for i in mid)})")
         spacings = [float(by_series[s]["pixel_spacing"].iloc[0]) for s in order]
         ed_i, es_i, _ = phases.detect_ed_es(cines, spacings)
         chosen = {"ED": frames[ed_i], "ES": frames[es_i]}

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, backbones, decode, dicom, features, images, pngs
+from saxlevel import CLASSES, backbones, decode, dicom, features, images, io, pngs
 from saxlevel.sources import dicom_folder
 
 
@@ -97,7 +97,7 @@ def index_folder(folder: str | Path) -> pd.DataFrame:
         raise PredictError(f"{folder} is not a folder of DICOM files")
     study = folder / "study" if (folder / "study").is_dir() else folder
     name = folder.name if study == folder else study.parent.name
-    sid: int | str = int(name) if name.isdigit() and not name.startswith("0") else name
+    sid = io.subject_id(name)
     if dicom.sax_folders(study):
         rows, problems, _ = dicom.index_entries(sid, "predict", dicom.sax_entries(study), policy="predict",
                                                 drop_bad_files=True)
@@ -172,7 +172,7 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
 def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str = "ed-es", how: str = "argmax",
         backbone_model: str | Path | None = None) -> tuple[pd.DataFrame, float]:
     """Load, predict, write OUT/levels.csv and a Figure-3-style PNG per stack; (table, seconds per subject)."""
-    from saxlevel import figures, io
+    from saxlevel import figures
 
     io.check_output_dir(out)
     model = load_model(model_path, backbone_model)
@@ -210,7 +210,7 @@ def export(model_path: str | Path, out: str | Path, backbone_model: str | Path |
     """Write a head trained on the feature cache, with its frozen extractor, as one self-contained .keras
     file (gray image or stack in, levels out: preprocess_input, backbone and head inside, the metadata in
     saxlevel.json). Returns that metadata. Registered layers only: no Lambda, nothing pickled."""
-    from saxlevel import finetune, io
+    from saxlevel import finetune
 
     loaded = load_model(model_path, backbone_model)
     if loaded.backbone is None:

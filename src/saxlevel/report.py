@@ -84,9 +84,10 @@ def evaluate(entries: list[Entry], data: pd.DataFrame, cfg: EvaluateSettings) ->
     for e in entries:
         preds[e.name] = evaluation.read_predictions(e.predictions)
         res = evaluation.evaluate_model(preds[e.name], cfg.bootstrap, cfg.seed)
-        models[e.name] = {"backbone": e.backbone, "head": e.head, "finetune": e.cfg.finetune,
+        weights = cfg.weights[e.backbone]
+        models[e.name] = {"backbone": e.backbone, "head": e.head, "weights": weights, "finetune": e.cfg.finetune,
                           "augment": e.cfg.augment, "image_size": e.cfg.image_size, "decode": res}
-        rows += evaluation.table_rows(e.name, e.backbone, e.head, res, e.cfg.finetune, e.cfg.augment)
+        rows += evaluation.table_rows(e.name, e.backbone, e.head, res, e.cfg.finetune, e.cfg.augment, weights)
     base = evaluation.POSITION_BASELINE
     preds[base] = evaluation.position_baseline_predictions(data)
     baseline = evaluation.evaluate_model(preds[base], cfg.bootstrap, cfg.seed)

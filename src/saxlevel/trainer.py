@@ -35,7 +35,7 @@ def model_info(backbone: str, head: str, cfg: TrainSettings, preprocessing: dict
     """The saxlevel.json of a model before training: names, classes, settings and the input's preprocessing."""
     return {"backbone": backbone, "head": head, "classes": list(CLASSES), "weights": cfg.weights,
             "finetune": cfg.finetune, "augment": cfg.augment, "image_size": cfg.image_size,
-            "preprocess": f"keras.applications.{backbones.spec(backbone).module}.preprocess_input",
+            "preprocess": backbones.spec(backbone).preprocess,
             "preprocessing": {**preprocessing, "image_size": cfg.image_size,
                               "resize": "zero-pad to a centred square, then bilinear resize"},
             "max_slices": cfg.max_slices, "batch_size": catalog.batch_size(backbone, head), "lr": cfg.lr,

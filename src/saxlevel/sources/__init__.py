@@ -16,7 +16,6 @@ from saxlevel import dicom, parallel
 from saxlevel.sources import dicom_folder
 
 KAGGLE, SUBJECT_FOLDERS = "kaggle", "subject folders"
-LAYOUTS = (KAGGLE, SUBJECT_FOLDERS)
 
 
 def detect_layout(raw: str | Path) -> str:
