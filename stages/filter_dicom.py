@@ -1,4 +1,4 @@
-"""DVC stage filter_dicom: index SAX DICOMs, apply the paper's exclusion rules, order apex->base."""
+"""DVC stage filter_dicom: index SAX DICOMs (or NIfTI volumes), apply the paper's exclusion rules, order apex->base."""
 
 import sys
 import time
@@ -15,7 +15,7 @@ from saxlevel.stageutil import StageError, parser, run_stage
 
 def main() -> int:
     ap = parser(__doc__)
-    ap.add_argument("--raw", required=True, help="DICOM root: the Kaggle layout, or one folder per subject")
+    ap.add_argument("--raw", required=True, help="DICOM root: the Kaggle layout, or one folder per subject (DICOM or NIfTI)")
     ap.add_argument("--out", required=True, help="folder for index.csv and excluded.csv")
     ap.add_argument("--metrics", required=True, help="filter metrics JSON")
     ap.add_argument("--policy", choices=["paper", "repair"])
@@ -24,7 +24,8 @@ def main() -> int:
     cfg = P.filter_settings(P.load(args.params), args.policy, args.jobs)
     io.check_output_dir(args.out)
     t0 = time.perf_counter()
-    index, excluded, counts = sources.index_root(args.raw, policy=cfg.policy, jobs=cfg.jobs)
+    index, excluded, counts = sources.index_root(args.raw, policy=cfg.policy, jobs=cfg.jobs,
+                                                 lv_cavity=cfg.lv_cavity_label)
     seconds = time.perf_counter() - t0
     rules = ", ".join(f"{k} {v}" for k, v in counts["excluded_by_rule"].items() if v)
     if counts["subjects_kept"] == 0:

@@ -7,6 +7,8 @@ from pathlib import Path
 # editable install would otherwise import the main workspace's src/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import pandas as pd
+
 from saxlevel import images, io, pngs
 from saxlevel import params as P
 from saxlevel.stageutil import StageError, parser, run_stage
@@ -32,12 +34,15 @@ def main() -> int:
             raise StageError(f"all {index.subject.nunique()} subjects excluded, nothing to write; first reason: {first}")
         io.write_csv(tmp / "index.csv", result.index)
         io.write_csv(tmp / "excluded.csv", result.excluded)
+        if result.labels:  # a segmented source: levels from the contours (-S data.labels=data/png/labels.csv)
+            io.write_csv(tmp / pngs.LABELS_FILE, pd.DataFrame(result.labels))
         io.write_json(tmp / images.PREPROCESSING_FILE, images.preprocessing(cfg))
     metrics = pngs.png_metrics(result, index.subject.nunique(), cfg, index, args.truth)
     if args.metrics:
         io.write_json(args.metrics, metrics)
     hits = ", ".join(f"{k} {v:.1%}" for k, v in metrics.items() if k.endswith("hit_rate_pm1"))
-    print(f"to_png: {len(result.chosen)}/{metrics['subjects']} subjects, {len(result.rows)} images"
+    derived = f"; levels from the segmentations -> {out / pngs.LABELS_FILE}" if result.labels else ""
+    print(f"to_png: {len(result.chosen)}/{metrics['subjects']} subjects, {len(result.rows)} images{derived}"
           f"{'; ED/ES within +/-1 frame: ' + hits if hits else ''}; excluded {metrics['excluded_by_rule'] or 'none'}")
     return 0
 

@@ -293,8 +293,12 @@ def test_a_folder_without_dicom_names_what_it_holds(tmp_path: Path) -> None:
     make_study(tmp_path / "k", 1)
     shutil.copytree(tmp_path / "k/train/train/1/study", tmp_path / "root" / "ok")
     (tmp_path / "root" / "nifti").mkdir()
-    (tmp_path / "root" / "nifti" / "patient001_frame01.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 400)
+    (tmp_path / "root" / "nifti" / "scan.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 400)  # no known naming
+    (tmp_path / "root" / "acdc").mkdir()
+    (tmp_path / "root" / "acdc" / "patient001_frame01.nii.gz").write_bytes(b"\x1f\x8b" + b"\0" * 400)
     index, excluded, counts = sources.index_root(tmp_path / "root", progress=False)
     assert counts["subjects_kept"] == 1 and index.subject.unique().tolist() == ["ok"]
     rec = excluded[(excluded.subject == "nifti") & (excluded.rule == "no_sax")].detail.iloc[0]
-    assert "not DICOM" in rec and "NIfTI" in rec
+    assert "not DICOM" in rec and "NIfTI is read where named as ACDC" in rec
+    damaged = excluded[(excluded.subject == "acdc") & (excluded.action == "excluded")]
+    assert damaged.rule.tolist() == ["unreadable"] and "patient001_frame01.nii.gz" in damaged.detail.iloc[0]

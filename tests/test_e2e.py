@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from saxlevel.phantom import dicomio
+from saxlevel.phantom import dicomio, generate
 
 from conftest import REPO
 
@@ -125,6 +125,19 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     got = levels.merge(want, on=["phase", "series"], how="inner")
     assert len(got) == len(want) and (got.level == got.pred).all()
     assert (tmp_path / "pred" / "levels_ED.png").exists()
+    # A NIfTI subject folder (ACDC layout) and one of its volumes: levels for both phases, or for the one volume.
+    params = generate.PhantomParams.from_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    made = generate.make_subject_nifti(sid, "train", [], params, tmp_path / "nifti")
+    folder = tmp_path / "nifti" / "training" / made["subject"]
+    _run([*cli[:4], str(folder), *cli[5:-1], str(tmp_path / "pred_nifti")], repo, env)
+    nifti_levels = pd.read_csv(tmp_path / "pred_nifti" / "levels.csv")
+    assert set(nifti_levels.phase) == {"ED", "ES"} and len(nifti_levels) == 2 * len(made["truth"]["apex_to_base"])
+    assert nifti_levels[nifti_levels.phase == "ED"].sort_values("order").series.tolist() == made["truth"]["apex_to_base"]
+    volume = folder / f"{made['subject']}_frame{made['truth']['es_frame']:02d}.nii.gz"
+    printed = _run([*cli[:4], str(volume), *cli[5:-1], str(tmp_path / "pred_volume")], repo, env).stdout
+    assert "x 1 frame(s)" in printed
+    one = pd.read_csv(tmp_path / "pred_volume" / "levels.csv")
+    assert set(one.phase) == {"ES"} and len(one) == len(made["truth"]["apex_to_base"])
     # ... and so does the EfficientNet-Lite0 model, whose extractor carries the converted ImageNet weights.
     lite = [*cli[:6], "models/efficientnetlite0-bigru.keras", "--out", str(tmp_path / "pred_lite")]
     _run(lite, repo, env)

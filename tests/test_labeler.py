@@ -125,6 +125,18 @@ def test_prefill_accept_correct_and_split_accepts(index: pd.DataFrame, tmp_path:
     assert (data.label == "oap").sum() == 4 + 1  # four stacks' first slice + the correction
 
 
+def test_prefill_from_segmentation_levels(index: pd.DataFrame, tmp_path: Path) -> None:
+    """to_png's labels.csv of a segmented NIfTI source (column label) pre-fills the labeler like predictions."""
+    derived = index.assign(label=[["oap", "ap", "ap", "mid", "bs", "bs"][k] for k in index.order],
+                           labeled_by="segmentation")[["subject", "series", "frame", "label", "labeled_by"]]
+    lab = labeler.Labeler(index, tmp_path / "mine.csv", predictions=derived, user="cy")
+    assert shown(lab, "ED", 3) == "3: -- (P MID)"
+    key(lab, "a")
+    assert [lab.labels[k]["label"] for k in lab.keys[lab.subjects[0]]["ES"]] == ["oap", "ap", "ap", "mid", "bs", "bs"]
+    with pytest.raises(ValueError, match="column pred.*column label"):
+        labeler.Labeler(index, tmp_path / "x.csv", predictions=derived.drop(columns="label"))
+
+
 def test_heart_view_review_order_window_keys_and_cache(index: pd.DataFrame, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     centre = labeler.heart_centre([_image(k, "ED") for k in range(6)], [_image(k, "ES") for k in range(6)])

@@ -105,7 +105,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="label SAX stacks by hand (the paper's matplotlib labeler)")
     p.add_argument("--index", default="data/png/index.csv", help="to_png's index.csv")
     p.add_argument("--labels", required=True, help="labels CSV to create or continue")
-    p.add_argument("--predictions", help="a predictions CSV: show it and pre-fill unlabeled slices")
+    p.add_argument("--predictions", help="a predictions CSV, or a labels CSV such as to_png's levels from a segmentation "
+                        "(data/png/labels.csv): show it and pre-fill unlabeled slices")
     p.add_argument("--user", help="name recorded in labeled_by (default: $USER)")
     p.add_argument("--review", choices=["uncertain"],
                    help="order subjects by the model's uncertainty (least confident first); needs --predictions")
@@ -113,7 +114,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from saxlevel.phantom import dicomio
+    from saxlevel.phantom import dicomio, generate
 
     parser = argparse.ArgumentParser(prog="saxlevel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int)
     p.add_argument("--defect", action="append", metavar="NAME=RATE",
                    help="defect rate, e.g. --defect duplicate=0.1 (duplicate, inconsistent, noncontiguous, black)")
-    p.add_argument("--format", choices=dicomio.FORMATS,
+    p.add_argument("--format", choices=generate.FORMATS,
                    help="classic: one file per image (Kaggle); enhanced: one Enhanced MR multi-frame file per series; "
-                        "clinical: one folder per subject as a PACS exports it (PH0001/1.dcm ..., one SAX series)")
+                        "clinical: one folder per subject as a PACS exports it (PH0001/1.dcm ..., one SAX series); "
+                        "nifti: ACDC's layout, ED/ES volumes with segmentations (training/patient0001/...)")
     p.add_argument("--transfer-syntax", choices=sorted(dicomio.TRANSFER_SYNTAXES),
                    help="write every file in this lossless transfer syntax (default: uncompressed, as Kaggle)")
     p.set_defaults(func=_phantom)

@@ -39,7 +39,8 @@ from saxlevel import dicomheader
 
 SPLITS = ("train", "validate", "test")
 RULES = ("duplicate", "inconsistent", "noncontiguous", "unreadable", "undecodable", "bad_geometry", "pixel_length",
-         "no_sax", "not_sax", "orientation", "empty_series", "not_dicom", "other_series", "error")
+         "no_sax", "not_sax", "orientation", "empty_series", "not_dicom", "other_series", "segmentation", "frames",
+         "error")
 # Rules that judge a single file (the others judge a subject's stack).
 FILE_RULES = ("unreadable", "undecodable", "bad_geometry", "pixel_length", "not_sax", "error")
 # Enhanced (multi-frame) SOP classes keep each frame's geometry in functional groups; classic MR Image Storage
@@ -71,6 +72,10 @@ ITEM, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
 INDEX_COLUMNS = ["subject", "split", "series", "slice", "frame", "path", "file_frame", "position_mm", "order",
                  "rows", "cols", "pixel_spacing", "slice_thickness", "series_number", "acquisition",
                  "trigger_time", "slice_location", "instance_number"]
+# Written by segmented NIfTI sources (sources.nifti), empty for DICOM: the segmentation file, the image's LV-cavity
+# pixels in it, and the phase (ED/ES) the source names. Optional when an index is read.
+SOURCE_COLUMNS = ["segmentation", "lv_cavity_px", "phase"]
+INDEX_COLUMNS += SOURCE_COLUMNS
 EXCLUDED_COLUMNS = ["subject", "rule", "detail", "action"]
 
 
@@ -725,7 +730,7 @@ def apply_rules(sid: int | str, rows: list[dict], problems: list[dict], policy: 
     pos = df.groupby("series")["position_mm"].mean().sort_values()
     df["order"] = df["series"].map({s: i for i, s in enumerate(pos.index)})
     df = df.sort_values(["order", "frame", "file_frame"])
-    return df[INDEX_COLUMNS].to_dict("records")
+    return df.reindex(columns=INDEX_COLUMNS).to_dict("records")  # SOURCE_COLUMNS empty (NaN) for DICOM
 
 
 def _same_position_rule(df: pd.DataFrame, policy: str, problem: Problem) -> tuple[pd.DataFrame, set[int]]:

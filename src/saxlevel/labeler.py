@@ -127,8 +127,12 @@ class Labeler:
                     "label": r["label"], "labeled_by": r.get("labeled_by", ""), "labeled_at": r.get("labeled_at", "")}
         self.pred: dict[tuple, str] = {}
         if predictions is not None:
+            # A predictions CSV (pred) or a labels CSV (label), e.g. to_png's levels from a segmentation.
+            column = "pred" if "pred" in predictions.columns else "label"
+            if column not in predictions.columns:
+                raise ValueError("--predictions needs a predictions CSV (column pred) or a labels CSV (column label)")
             for r in predictions.to_dict("records"):
-                self.pred[(io.subject_id(r["subject"]), str(r["series"]), int(r["frame"]))] = str(r["pred"])
+                self.pred[(io.subject_id(r["subject"]), str(r["series"]), int(r["frame"]))] = str(r[column])
         self.current = self._first_unfinished()
         self.cls: int | None = None
         self.boundary = False

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import io, parallel, phases
-from saxlevel.dicom import EXCLUDED_COLUMNS, INDEX_COLUMNS
+from saxlevel import io, parallel, phases, seglevels
+from saxlevel.dicom import EXCLUDED_COLUMNS, INDEX_COLUMNS, SOURCE_COLUMNS
 from saxlevel.images import ConstantImage, PixelError, read_pixels, save_png, window
 from saxlevel.params import PngSettings
+from saxlevel.sources import nifti
 
 
 def read_index(path: str | Path) -> pd.DataFrame:
@@ -25,13 +26,19 @@ def read_index(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"index {path} not found: run filter_dicom first (dvc repro filter_dicom)")
     index = io.read_table(path)
-    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns and c not in SOURCE_COLUMNS]
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(missing)}: it was written by an older filter_dicom; "
                          "rerun it (dvc repro filter_dicom)")
     return index
 
 
+def read_image(path: str | Path, file_frame: int) -> np.ndarray:
+    """One stored image as float32: a DICOM file's frame (images.read_pixels) or a NIfTI volume's slice."""
+    return nifti.read_image(path, file_frame) if nifti.is_nifti(path) else read_pixels(path, file_frame)
+
+
+LABELS_FILE = "labels.csv"  # levels derived from segmentations, in the labels contract (subject,series,frame,label)
 PNG_COLUMNS = ["subject", "split", "phase", "frame", "series", "slice", "order", "position_mm", "path",
                "rows", "cols", "pixel_spacing"]
 
@@ -42,20 +49,32 @@ def ordered_series(images) -> tuple[dict, list[str]]:
     return by_series, sorted(by_series, key=lambda s: int(by_series[s]["order"].iloc[0]))
 
 
+def declared_phases(images) -> dict[str, int]:
+    """The ED and ES frame numbers a source names in the index's ``phase`` column (NIfTI sources), if any."""
+    if "phase" not in images:
+        return {}
+    named = images[images["phase"].isin(["ED", "ES"])]
+    return {str(p): int(g["frame"].iloc[0]) for p, g in named.groupby("phase")}
+
+
 def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str, int]:
-    """The ED and ES frame numbers of one subject: given numbers, or 'auto' from the images
-    (phases.detect_ed_es over every slice's cine). Raises ValueError naming the problem."""
+    """The ED and ES frame numbers of one subject: given numbers, or 'auto': the frames the source names
+    (declared_phases), else from the images (phases.detect_ed_es over every slice's cine). Raises ValueError
+    naming the problem."""
     frames = sorted(int(f) for f in images["frame"].unique())
     by_series, order = ordered_series(images)
     chosen: dict[str, int] = {}
-    if "auto" in (ed_frame, es_frame):
+    declared = declared_phases(images)
+    if "auto" in (ed_frame, es_frame) and len(declared) == 2:
+        chosen = declared  # the source names them (ACDC's Info.cfg, M&Ms' labelled frames, UK Biobank)
+    elif "auto" in (ed_frame, es_frame):
         mid = phases.mid_slices(len(order))
         cines = []
         for s in order:
             rec = by_series[s]
             if len(rec) != len(frames):
                 raise ValueError(f"{s} has {len(rec)} frames, others {len(frames)}: cannot detect ED/ES")
-            cines.append(np.stack([read_pixels(p, k) for p, k in zip(rec["path"], rec["file_frame"])]))
+            cines.append(np.stack([read_image(p, k) for p, k in zip(rec["path"], rec["file_frame"])]))
         if max(float(cines[i].max()) for i in mid) <= 0:
             raise ConstantImage(f"all-black mid slices ({', '.join(order[i] for i in mid)})")
         spacings = [float(by_series[s]["pixel_spacing"].iloc[0]) for s in order]
@@ -108,7 +127,7 @@ def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
             rec = by_series[s]
             rec = rec[rec["frame"] == chosen[phase]].iloc[0]
             try:
-                img = window(read_pixels(rec["path"], rec["file_frame"]), *pct)
+                img = window(read_image(rec["path"], rec["file_frame"]), *pct)
             except ConstantImage as exc:
                 return excluded("constant", f"{rec['path']}: {exc}")
             except PixelError as exc:
@@ -119,8 +138,37 @@ def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
                          "series": s, "slice": int(rec["slice"]), "order": int(rec["order"]),
                          "position_mm": float(rec["position_mm"]), "path": str(out / rel),
                          "rows": int(rec["rows"]), "cols": int(rec["cols"]),
-                         "pixel_spacing": float(rec["pixel_spacing"])})
+                         "pixel_spacing": float(rec["pixel_spacing"]),
+                         "lv_cavity_px": rec["lv_cavity_px"] if "lv_cavity_px" in rec else np.nan})
+    info["labels"], missing = segmentation_labels(rows)
+    if missing:
+        info.pop("labels")
+        return excluded("segmentation", f"{' and '.join(missing)} stack (frame "
+                        f"{', '.join(str(chosen[p]) for p in missing)}): no LV cavity in its segmentation, or some "
+                        f"slices not segmented (files {images['segmentation'].dropna().unique()[:2].tolist()}): "
+                        "its levels cannot be derived")
     return rows, [], info
+
+
+def segmentation_labels(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Labels (the labels contract) of one subject's PNG rows from their segmentation's LV-cavity pixels
+    (seglevels), per phase; and the phases whose stack has no segmentation or no LV cavity at all."""
+    out: list[dict] = []
+    missing: list[str] = []
+    for phase in ("ED", "ES"):
+        stack = [r for r in rows if r["phase"] == phase]
+        cavity = [r["lv_cavity_px"] for r in stack]
+        if not stack or any(pd.isna(c) for c in cavity):
+            if any(not pd.isna(c) for c in cavity):
+                missing.append(phase)
+            continue
+        levels = seglevels.levels_from_cavity([r["position_mm"] for r in stack], [c > 0 for c in cavity])
+        if levels is None:
+            missing.append(phase)
+            continue
+        out += [{"subject": r["subject"], "series": r["series"], "frame": r["frame"], "label": lv,
+                 "labeled_by": "segmentation"} for r, lv in zip(stack, levels)]
+    return out, missing
 
 
 @dataclass
@@ -130,6 +178,7 @@ class PngResult:
     rows: list[dict]
     excluded: pd.DataFrame
     chosen: dict[int | str, dict] = field(default_factory=dict)
+    labels: list[dict] = field(default_factory=list)  # derived from segmentations (segmented NIfTI sources)
 
     @property
     def index(self) -> pd.DataFrame:
@@ -148,8 +197,10 @@ def write_pngs(index: pd.DataFrame, out: Path, cfg: PngSettings, final: Path | N
         for r in rows:
             r["path"] = str(final / Path(r["path"]).relative_to(out))
     excluded = pd.DataFrame([p for res in results for p in res[1]], columns=EXCLUDED_COLUMNS)
-    chosen = {res[2]["subject"]: res[2] for res in results if "ed_frame" in res[2]}
-    return PngResult(rows, excluded, chosen)
+    chosen = {res[2]["subject"]: {k: v for k, v in res[2].items() if k != "labels"} for res in results
+              if "ed_frame" in res[2]}
+    labels = [lab for res in results for lab in res[2].get("labels", [])]
+    return PngResult(rows, excluded, chosen, labels)
 
 
 def frame_hit_rates(chosen: dict[int | str, dict], index: pd.DataFrame, truth_path: str | Path) -> dict[str, float]:

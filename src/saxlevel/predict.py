@@ -11,6 +11,7 @@ cache plus its frozen extractor into one self-contained model file.
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 import zipfile
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from saxlevel import CLASSES, backbones, decode, dicom, features, images, io, pngs
-from saxlevel.sources import dicom_folder
+from saxlevel.sources import dicom_folder, nifti
 
 
 class PredictError(ValueError):
@@ -88,23 +89,30 @@ def stack_probabilities(model: LoadedModel, gray: np.ndarray) -> np.ndarray:
 
 
 def index_folder(folder: str | Path) -> pd.DataFrame:
-    """The subject's image index (apex->base order) from a Kaggle study (sax_N folders) or a folder of DICOM files
-    in any layout (the SAX cine found from the headers, see sources.dicom_folder). Files that cannot be used are
+    """The subject's image index (apex->base order) from a Kaggle study (sax_N folders), a folder of DICOM files
+    in any layout (the SAX cine found from the headers, see sources.dicom_folder), a NIfTI subject folder (ACDC,
+    M&Ms, UK Biobank naming) or one NIfTI volume (sources.nifti). Files that cannot be used are
     dropped and stack defects repaired, each with a warning naming it; series that are not the SAX cine (long-axis
     views, localizers) are left out without one, as a whole-study export is expected to hold them."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise PredictError(f"{folder} is not a folder of DICOM files")
-    study = folder / "study" if (folder / "study").is_dir() else folder
-    name = folder.name if study == folder else study.parent.name
-    sid = io.subject_id(name)
-    if dicom.sax_folders(study):
-        rows, problems, _ = dicom.index_entries(sid, "predict", dicom.sax_entries(study), policy="predict",
-                                                drop_bad_files=True)
+    if folder.is_file() and nifti.is_nifti(folder):
+        name = re.sub(r"(_frame\d+)?\.nii(\.gz)?$", "", folder.name)  # ACDC: patient001_frame01.nii.gz
+        rows, problems, _ = nifti.index_file(folder, folder.parent.name if name in ("sa", "") else name)
+    elif not folder.is_dir():
+        raise PredictError(f"{folder} is not a folder of DICOM files or a NIfTI volume (.nii, .nii.gz)")
+    elif nifti.subject_layout(folder):
+        rows, problems, _ = nifti.index_subject(dicom.Study(folder.name, "predict", folder), "predict")
     else:
-        rows, problems, n_files = dicom_folder.index_subject(dicom.Study(sid, "predict", study), policy="predict")
-        if not n_files:
-            raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout) or DICOM files")
+        study = folder / "study" if (folder / "study").is_dir() else folder
+        sid = io.subject_id(folder.name if study == folder else study.parent.name)
+        if dicom.sax_folders(study):
+            rows, problems, _ = dicom.index_entries(sid, "predict", dicom.sax_entries(study), policy="predict",
+                                                    drop_bad_files=True)
+        else:
+            rows, problems, n_files = dicom_folder.index_subject(dicom.Study(sid, "predict", study), policy="predict")
+            if not n_files:
+                raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout), DICOM "
+                                   "files or NIfTI volumes")
     for p in problems:
         if p["action"] not in ("excluded", "ignored"):
             warnings.warn(f"{p['rule']}: {p['detail']}", stacklevel=2)
@@ -134,7 +142,10 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
     prep = preprocessing(model.info)
     pct = (float(prep["window_percentiles"][0]), float(prep["window_percentiles"][1]))
     index = index_folder(folder)
-    if frames == "ed-es":
+    if frames == "ed-es" and index.frame.nunique() == 1:  # one volume: its phase if the source names it
+        named = str(index.phase.iloc[0]) if "phase" in index and str(index.phase.iloc[0]) in ("ED", "ES") else ""
+        wanted = [(named or f"F{int(index.frame.iloc[0])}", int(index.frame.iloc[0]))]
+    elif frames == "ed-es":
         try:
             chosen = pngs.choose_frames(index, prep["ed_frame"], prep["es_frame"])
         except ValueError as exc:  # PixelError, ConstantImage, missing frames: all name the problem
@@ -193,7 +204,7 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
 def _windowed(path: str, file_frame: int, pct: tuple[float, float]) -> np.ndarray:
     """One image windowed to 8 bits; an image that cannot be decoded or windowed is a PredictError naming it."""
     try:
-        return images.window(images.read_pixels(path, file_frame), *pct)
+        return images.window(pngs.read_image(path, file_frame), *pct)
     except ValueError as exc:
         raise PredictError(f"{path}: {exc}") from None
 

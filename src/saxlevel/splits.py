@@ -19,6 +19,41 @@ class LabelError(ValueError):
     """The labels file does not cover the images, or holds unknown class names."""
 
 
+# ACDC's patient numbers name their group (its documentation): training 001-100 in five groups of 20, testing
+# 101-150 in five groups of 10, in this order: dilated and hypertrophic cardiomyopathy, previous myocardial
+# infarction, normal, abnormal right ventricle.
+ACDC_GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
+
+
+def acdc_group(subject: object) -> str | None:
+    """The ACDC group of a subject id ``patientNNN`` (NNN 001-150), else None."""
+    text = str(subject)
+    if len(text) == 10 and text.startswith("patient") and text[7:].isdigit() and 1 <= int(text[7:]) <= 150:
+        n = int(text[7:])
+        return ACDC_GROUPS[(n - 1) // 20 if n <= 100 else (n - 101) // 10]
+    return None
+
+
+def strata(subjects: list) -> dict | None:
+    """Each subject's stratum when the source names groups for all of them (ACDC's patient numbers), else None."""
+    groups = {s: acdc_group(s) for s in subjects}
+    return groups if subjects and all(groups.values()) else None
+
+
+def assign_stratified(subjects: list, ratios: tuple[float, ...], seed: int, groups: dict) -> dict:
+    """assign_splits within each stratum (seeded per stratum), so every split holds each group in proportion;
+    a stratum of fewer than 3 subjects cannot be cut three ways, and then the split is not stratified."""
+    members: dict = {}
+    for s in sorted(subjects):
+        members.setdefault(groups[s], []).append(s)
+    if min(len(m) for m in members.values()) < 3:
+        return assign_splits(subjects, ratios, seed)
+    out: dict = {}
+    for i, group in enumerate(sorted(members)):
+        out.update(assign_splits(members[group], ratios, seed * 1000 + i))
+    return out
+
+
 def assign_splits(subjects: list, ratios: tuple[float, ...], seed: int) -> dict:
     """Shuffle subjects (seeded) and cut by ratios (largest remainder); every split gets >= 1 subject."""
     if len(ratios) != 3 or min(ratios) <= 0:
@@ -95,6 +130,10 @@ def tables(data: pd.DataFrame) -> dict:
             c: {"count": int(counts.get(c, 0)), "percent": round(100 * counts.get(c, 0) / max(n_img, 1), 1)}
             for c in CLASSES
         }
+    groups = strata(sorted(data.subject.unique()))
+    if groups:  # a stratified split (ACDC): subjects of each group per split
+        out["groups_per_split"] = {name: {g: int(sum(groups[s] == g for s in data[data.split == name].subject.unique()))
+                                          for g in sorted(set(groups.values()))} for name in SPLIT_NAMES}
     return out
 
 
@@ -104,7 +143,10 @@ def make_split(images: pd.DataFrame, labels_path: str, ratios: tuple[float, ...]
     if images.empty:
         raise ValueError("the PNG index lists no images (did every subject get excluded?)")
     data = join_labels(images, read_labels(labels_path), str(labels_path))
-    assignment = assign_splits(sorted(images.subject.unique()), ratios, seed)
+    subjects = sorted(images.subject.unique())
+    groups = strata(subjects)
+    assignment = (assign_stratified(subjects, ratios, seed, groups) if groups
+                  else assign_splits(subjects, ratios, seed))
     data.insert(1, "kaggle_split", data.pop("split"))
     data.insert(1, "split", data.subject.map(assignment))
     data = data.sort_values(["subject", "phase", "order"]).reset_index(drop=True)

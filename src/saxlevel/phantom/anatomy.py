@@ -136,6 +136,40 @@ GHOST_SHIFT_MM = 70.0
 LA_FILLING = 0.4
 
 
+def _rv_masks(heart: Heart, s: HeartState, phi: float, u: np.ndarray, v: np.ndarray,
+              z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(RV wall, RV blood pool) masks: a crescent against the septum, shorter than the LV, contracting with it."""
+    rv_r = _radius(z, s.base_z + 6.0, s.cavity_length - 6.0, s.re * heart.rv_scale * (1.0 - 0.25 * phi))
+    has_rv = rv_r > 0
+    du, ru, rv_ = u - s.re * 0.45 - 0.6 * rv_r, 1.0 * rv_r, 1.5 * rv_r
+    wall = has_rv & ((du / (ru + 3.5)) ** 2 + (v / (rv_ + 3.5)) ** 2 < 1.0)
+    pool = has_rv & ((du / (ru + 1e-6)) ** 2 + (v / (rv_ + 1e-6)) ** 2 < 1.0)
+    return wall, pool
+
+
+def _lv_radii(heart: Heart, s: HeartState, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(epicardial, cavity) radius of the LV at heights z."""
+    return (_radius(z, s.base_z, s.cavity_length + heart.apex_wall, s.re),
+            _radius(z, s.base_z, s.cavity_length, s.rc))
+
+
+# Segmentation label values as ACDC writes them (its README: 1 RV cavity, 2 LV myocardium, 3 LV cavity).
+SEG_RV, SEG_MYO, SEG_LV = 1, 2, 3
+
+
+def segment(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The expert-style segmentation of the same anatomy render draws (uint8, ACDC label values): RV cavity,
+    LV myocardium, LV cavity (papillary muscles inside it count as cavity, as in ACDC's contours)."""
+    s = heart_state(heart, phi)
+    seg = np.zeros(u.shape, dtype=np.uint8)
+    seg[_rv_masks(heart, s, phi, u, v, z)[1]] = SEG_RV
+    re, rc = _lv_radii(heart, s, z)
+    rho2 = u * u + v * v
+    seg[rho2 < re * re] = SEG_MYO
+    seg[rho2 < rc * rc] = SEG_LV
+    return seg
+
+
 def render(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Noise-free signal (myocardium = 1) at points (u, v, z) of the LV frame (float32 grids)."""
     s = heart_state(heart, phi)
@@ -163,14 +197,9 @@ def render(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray
     img[(u + 5) ** 2 + (v + 62 - GHOST_SHIFT_MM) ** 2 < 11.0**2] += GHOST_LEVEL * phi * heart.blood
 
     # Right ventricle: a crescent against the septum, shorter than the LV, contracting with it.
-    rv_base = s.base_z + 6.0
-    rv_len = s.cavity_length - 6.0
-    rv_r = _radius(z, rv_base, rv_len, s.re * heart.rv_scale * (1.0 - 0.25 * phi))
-    has_rv = rv_r > 0
-    if has_rv.any():
-        du, ru, rv_ = u - s.re * 0.45 - 0.6 * rv_r, 1.0 * rv_r, 1.5 * rv_r
-        img[has_rv & ((du / (ru + 3.5)) ** 2 + (v / (rv_ + 3.5)) ** 2 < 1.0)] = 1.0
-        img[has_rv & ((du / (ru + 1e-6)) ** 2 + (v / (rv_ + 1e-6)) ** 2 < 1.0)] = heart.blood * 0.93
+    rv_wall, rv_pool = _rv_masks(heart, s, phi, u, v, z)
+    img[rv_wall] = 1.0
+    img[rv_pool] = heart.blood * 0.93
 
     # Left atrium and aortic root above the base (what an obs slice shows beside the crescent);
     # the outflow tract reaches a little below the base plane, into basal slices.
@@ -184,8 +213,7 @@ def render(heart: Heart, phi: float, u: np.ndarray, v: np.ndarray, z: np.ndarray
     img[(ao2 < 11.0**2) & high] = heart.blood * 0.97 * (1.0 - FLOW_VOID * phi)
 
     # LV: epicardial fat, myocardium, blood pool.
-    re = _radius(z, s.base_z, s.cavity_length + heart.apex_wall, s.re)
-    rc = _radius(z, s.base_z, s.cavity_length, s.rc)
+    re, rc = _lv_radii(heart, s, z)
     img[(rho2 < (re + 2.0) ** 2) & (re > 0)] = heart.fat
     img[rho2 < re * re] = 1.0
     img[rho2 < rc * rc] = heart.blood

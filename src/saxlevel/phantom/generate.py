@@ -2,7 +2,8 @@
 
 Layout: OUT/{train,validate,test}/{same}/<id>/study/{sax_N,2ch_N,4ch_N}/IM-<series>-<frame>.dcm,
 ids numbered per split as on Kaggle (train first); format ``clinical`` writes OUT/PH<id>/1.dcm ... instead, one
-folder per subject as a clinic exports it (dicomio.to_clinical). OUT/labels.csv holds the ED and ES label of
+folder per subject as a clinic exports it (dicomio.to_clinical), and ``nifti`` OUT/training/patient<id>/ as ACDC
+ships its patients (niftiio: ED and ES volumes with segmentations). OUT/labels.csv holds the ED and ES label of
 every SAX slice, OUT/truth.json the generator parameters and each subject's exact ground truth.
 """
 
@@ -21,9 +22,11 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from saxlevel.io import write_csv, write_json
-from saxlevel.phantom import anatomy, dicomio, geometry
+from saxlevel.phantom import anatomy, dicomio, geometry, niftiio
 
 DEFECTS = ("duplicate", "inconsistent", "noncontiguous", "black")
+# classic, enhanced, clinical: DICOM (dicomio); nifti: ACDC's NIfTI layout with segmentations (niftiio)
+FORMATS = (*dicomio.FORMATS, "nifti")
 # Kaggle DSB2 split sizes (train 1-500, validate 501-700, test 701-1140).
 KAGGLE_SPLITS = (("train", 500), ("validate", 200), ("test", 440))
 
@@ -61,8 +64,8 @@ class PhantomParams:
 
     def validate(self) -> None:
         """Raise ValueError naming the bad parameter."""
-        if self.format not in dicomio.FORMATS:
-            raise ValueError(f"phantom.format must be one of {dicomio.FORMATS}, got {self.format!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"phantom.format must be one of {FORMATS}, got {self.format!r}")
         if self.transfer_syntax not in dicomio.TRANSFER_SYNTAXES:
             raise ValueError(f"phantom.transfer_syntax must be one of {sorted(dicomio.TRANSFER_SYNTAXES)}, "
                              f"got {self.transfer_syntax!r}")
@@ -211,6 +214,8 @@ def plan_subject(sid: int, defects: list[str], params: PhantomParams) -> dict:
 
 def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path) -> dict:
     """Write one subject's study folder; return its truth entry and labels."""
+    if params.format == "nifti":
+        return make_subject_nifti(sid, split, defects, params, out)
     p = plan_subject(sid, defects, params)
     heart, lv, planes, look, patient = p["heart"], p["lv"], p["planes"], p["look"], p["patient"]
     ed, es, F, n, thickness, spacing = p["ed"], p["es"], params.frames, p["n"], p["thickness"], p["spacing"]
@@ -291,6 +296,36 @@ def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams
     return {"sid": sid, "subject": subject, "truth": truth, "labels": labels}
 
 
+def make_subject_nifti(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path) -> dict:
+    """Write one subject as ACDC ships it (niftiio): its ED and ES volumes with segmentations. A volume cannot
+    repeat, shorten or skip a slice, so of the defects only ``black`` applies (all-zero images)."""
+    p = plan_subject(sid, defects, params)
+    heart, lv, planes, look, n, thickness = p["heart"], p["lv"], p["planes"], p["look"], p["n"], p["thickness"]
+    rng = np.random.default_rng([params.seed, sid, 1])  # image noise only
+    frames = {}
+    for frame, phi in ((p["ed"], 0.0), (p["es"], 1.0)):
+        image = np.stack([_image(heart, phi, planes[k], lv, thickness, look, rng) for k in range(n)], axis=-1)
+        if p["black"]:
+            image[:] = 0
+        seg = np.stack([anatomy.segment(heart, phi, *planes[k].lv_coords(lv)) for k in range(n)], axis=-1)
+        frames[frame] = (image, seg)
+    subject = nifti_id(sid)
+    niftiio.write_acdc_subject(out / "training" / subject, subject, frames, p["ed"], p["es"], niftiio.affine(planes))
+    names = {f"sax_{x}": f"slice_{k}" for k, x in enumerate(p["sax_numbers"])}  # slice_K: apex first
+    labels = [{**r, "subject": subject, "series": names[r["series"]]} for r in p["labels"]]
+    truth = {"split": split, "ed_frame": p["ed"], "es_frame": p["es"], "apex_to_base": list(names.values()),
+             "defects": [d for d in defects if d == "black"],
+             "edv_ml": round(anatomy.cavity_volume_ml(heart, 0.0), 2),
+             "esv_ml": round(anatomy.cavity_volume_ml(heart, 1.0), 2), "slice_step_mm": round(p["step"], 3),
+             "transposed": bool(np.dot(np.cross(planes[0].row, planes[0].col), lv.d) < 0)}
+    return {"sid": sid, "subject": subject, "truth": truth, "labels": labels}
+
+
+def nifti_id(sid: int) -> str:
+    """The folder name (and subject id) of subject ``sid`` in the NIfTI form, ACDC-style: patient0001, ..."""
+    return f"patient{sid:04d}"
+
+
 def clinical_id(sid: int) -> str:
     """The folder name (and subject id) of subject ``sid`` in the clinical form: PH0001, ... (not a number)."""
     return f"PH{sid:04d}"
@@ -329,7 +364,7 @@ def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) 
         vols = [{"Id": r["subject"], "Systole": r["truth"]["esv_ml"], "Diastole": r["truth"]["edv_ml"]}
                 for r in results if r["truth"]["split"] == split]
         write_csv(tmp / f"{split}.csv", pd.DataFrame(vols, columns=["Id", "Systole", "Diastole"]))
-    if params.format == "clinical":  # the Kaggle split folders the subjects were first written to
+    if params.format in ("clinical", "nifti"):  # the Kaggle split folders the subjects were first written to
         for split, _ in KAGGLE_SPLITS:
             shutil.rmtree(tmp / split, ignore_errors=True)
     if out.exists():

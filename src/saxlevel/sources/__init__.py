@@ -4,6 +4,9 @@
   (``saxlevel.dicom``); the subject id is the numeric folder name.
 - ``subject folders``: a clinical export, one folder per subject holding its DICOM files in any sub-layout
   (``dicom_folder``); the subject id is the folder name as it is (``SCD0000101``, ``patient001``).
+- ``nifti``: one folder per subject holding NIfTI volumes named as ACDC, M&Ms or UK Biobank name them
+  (``nifti``), possibly one or two levels down (ACDC's ``training/patient001``). A root of subject folders may
+  mix NIfTI and DICOM subjects; each folder is read by its content.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from saxlevel import dicom, parallel
-from saxlevel.sources import dicom_folder
+from saxlevel.sources import dicom_folder, nifti
 
-KAGGLE, SUBJECT_FOLDERS = "kaggle", "subject folders"
+KAGGLE, SUBJECT_FOLDERS, NIFTI = "kaggle", "subject folders", "nifti"
 
 
 def detect_layout(raw: str | Path) -> str:
@@ -27,10 +30,16 @@ def detect_layout(raw: str | Path) -> str:
 
 
 def find_subject_folders(raw: str | Path) -> list[dicom.Study]:
-    """One study per non-hidden sub-folder of ``raw``, by name; the id is the folder name."""
+    """One study per non-hidden sub-folder of ``raw``, by name; the id is the folder name. A folder that holds
+    NIfTI subject folders rather than being one (ACDC's ``training/``, M&Ms' ``Training/Labeled/``) stands
+    for the subjects inside it."""
     raw = Path(raw)
-    found = [dicom.Study(p.name, "none", p) for p in sorted(raw.iterdir())
-             if not p.name.startswith(".") and p.is_dir()]
+    found: list[dicom.Study] = []
+    for p in sorted(raw.iterdir()):
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        inner = [] if nifti.subject_layout(p) else nifti.find_subjects(p, depth=2)
+        found += inner or [dicom.Study(p.name, "none", p)]
     if not found:
         files = dicom.image_files(raw)
         hint = (f" ({len(files)} file(s) lie directly in it: it looks like one subject's folder; give its parent, "
@@ -41,9 +50,12 @@ def find_subject_folders(raw: str | Path) -> list[dicom.Study]:
     return found
 
 
-def _index_one(study: dicom.Study, policy: str, layout: str) -> tuple[list[dict], list[dict], int]:
+def _index_one(study: dicom.Study, policy: str, layout: str,
+               lv_cavity: int | None = None) -> tuple[list[dict], list[dict], int]:
     if layout == KAGGLE:
         return dicom.index_study(study, policy)
+    if nifti.subject_layout(study.path):
+        return nifti.index_subject(study, policy, lv_cavity)
     return dicom_folder.index_subject(study, policy)
 
 
@@ -54,16 +66,20 @@ def _failed_study(task: tuple, why: str) -> tuple[list[dict], list[dict], int]:
                  "detail": f"{study.path}: {why}"}], 0
 
 
-def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1,
-               progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Index every study under ``raw`` in either layout: (kept images, exclusions/repairs/notes, counts)."""
+def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1, progress: bool = True,
+               lv_cavity: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Index every study under ``raw`` in any layout: (kept images, exclusions/repairs/notes, counts).
+    ``lv_cavity``: the LV-cavity label of NIfTI segmentations (None: the layout's, see nifti.LAYOUTS)."""
     if policy not in ("paper", "repair"):
         raise ValueError(f"filter.policy must be 'paper' or 'repair', got {policy!r}")  # 'predict' is predict's
     layout = detect_layout(raw)
     shadowed: list[dicom.Study] = []
     studies = dicom.find_studies(raw, shadowed) if layout == KAGGLE else find_subject_folders(raw)
+    kinds = {nifti.subject_layout(s.path) for s in studies} if layout != KAGGLE else set()
+    if kinds and None not in kinds:
+        layout = f"{NIFTI} ({', '.join(sorted(k for k in kinds if k))})"
     results = parallel.map_isolated(
-        _index_one, [(s, policy, layout) for s in studies], jobs, on_failure=_failed_study,
+        _index_one, [(s, policy, layout, lv_cavity) for s in studies], jobs, on_failure=_failed_study,
         desc="filter_dicom", unit="subject", progress=progress)
     rows = [r for res in results for r in res[0]]
     problems = [p for res in results for p in res[1]]

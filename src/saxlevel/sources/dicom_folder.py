@@ -153,6 +153,6 @@ def index_subject(study: dicom.Study, policy: str = "paper",
         problem("no_sax", f"no short-axis cine stack in {study.path} ({len(files)} file(s), {n_series} series, "
                 "see the other_series records)" if rows else f"no readable DICOM image in {study.path}"
                 + (f" ({len(other)} file(s) are not DICOM, e.g. {Path(other[0].split(': ')[0]).name}"
-                   + ("; NIfTI volumes are not read by filter_dicom" if nifti else "") + ")" if other else ""))
+                   + ("; NIfTI is read where named as ACDC, M&Ms or UK Biobank name it" if nifti else "") + ")" if other else ""))
         return [], problems, len(files)
     return dicom.apply_rules(study.subject, stack, problems, policy), problems, len(files)
