@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from saxlevel import io, sources
 from saxlevel import params as P
+from saxlevel.sources import nifti
 from saxlevel.stageutil import StageError, parser, run_stage
 
 
@@ -21,11 +22,13 @@ def main() -> int:
     ap.add_argument("--policy", choices=["paper", "repair"])
     ap.add_argument("--jobs", type=int)
     args = ap.parse_args()
-    cfg = P.filter_settings(P.load(args.params), args.policy, args.jobs)
+    prm = P.load(args.params)
+    cfg = P.filter_settings(prm, args.policy, args.jobs)
+    lv_cavity = nifti.cavity_label_setting(P.get(prm, "filter.lv_cavity_label", "auto"))
     io.check_output_dir(args.out)
     t0 = time.perf_counter()
     index, excluded, counts = sources.index_root(args.raw, policy=cfg.policy, jobs=cfg.jobs,
-                                                 lv_cavity=cfg.lv_cavity_label)
+                                                 lv_cavity=lv_cavity)
     seconds = time.perf_counter() - t0
     rules = ", ".join(f"{k} {v}" for k, v in counts["excluded_by_rule"].items() if v)
     if counts["subjects_kept"] == 0:

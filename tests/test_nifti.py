@@ -285,3 +285,10 @@ def test_acdc_ids_split_stratified_by_group() -> None:
         per = pd.Series([got[s] for s in subjects if groups[s] == g]).value_counts()
         assert per["train"] > per["val"] >= per["test"] >= 3  # every group in every split, in proportion
     assert splits.strata([*subjects, "SCD0000101"]) is None  # not every subject names a group
+
+
+def test_cavity_label_parameter() -> None:
+    assert nifti.cavity_label_setting("auto") is None and nifti.cavity_label_setting(1) == 1
+    for bad in (0, "three", True, -3):
+        with pytest.raises(ValueError, match="filter.lv_cavity_label"):
+            nifti.cavity_label_setting(bad)

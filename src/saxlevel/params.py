@@ -218,20 +218,14 @@ class FilterSettings:
 
     policy: str
     jobs: int
-    lv_cavity_label: int | None = None  # NIfTI segmentations' LV-cavity value; None: the layout's own
 
 
 def filter_settings(params: dict[str, Any], policy: str | None = None, jobs: int | None = None) -> FilterSettings:
-    """filter.policy ('paper' or 'repair'), filter.jobs (command-line values first) and filter.lv_cavity_label
-    ('auto' or the label value; optional key)."""
+    """filter.policy ('paper' or 'repair') and filter.jobs, command-line values first."""
     policy = str(policy if policy is not None else get(params, "filter.policy"))
     if policy not in ("paper", "repair"):
         raise ParamError(f"params.yaml: 'filter.policy' must be 'paper' or 'repair', got {policy!r}")
-    label = get(params, "filter.lv_cavity_label", "auto")
-    if str(label) != "auto":
-        label = _whole(label, "filter.lv_cavity_label")
-    return FilterSettings(policy, _whole(jobs if jobs is not None else get(params, "filter.jobs"), "filter.jobs"),
-                          None if label == "auto" else int(label))
+    return FilterSettings(policy, _whole(jobs if jobs is not None else get(params, "filter.jobs"), "filter.jobs"))
 
 
 @dataclass(frozen=True)

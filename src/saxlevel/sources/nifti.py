@@ -55,6 +55,17 @@ LAYOUTS: dict[str, NiftiLayout] = {
 ACDC_FRAME = re.compile(r"^(?P<id>.+)_frame(?P<frame>\d+)\.nii(\.gz)?$")
 
 
+def cavity_label_setting(value: Any, key: str = "filter.lv_cavity_label") -> int | None:
+    """The LV-cavity label value a parameter names: None for 'auto' (each layout's own, LAYOUTS), else a
+    positive whole number; anything else is a ValueError naming the key."""
+    if str(value) == "auto":
+        return None
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+        raise ValueError(f"params.yaml: '{key}' must be auto or a positive label value (ACDC 3, M&Ms and UK "
+                         f"Biobank 1), got {value!r}")
+    return int(value)
+
+
 def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
