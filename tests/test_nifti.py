@@ -292,3 +292,31 @@ def test_cavity_label_parameter() -> None:
     for bad in (0, "three", True, -3):
         with pytest.raises(ValueError, match="filter.lv_cavity_label"):
             nifti.cavity_label_setting(bad)
+
+
+def test_contour_levels_of_a_dicom_study(tmp_path: Path) -> None:
+    """Sunnybrook-style contours (IM-0001-NNNN-icontour-manual.txt for file NNNN.dcm) give levels by the rule."""
+    from saxlevel import crossdomain
+
+    assert crossdomain.polygon_area(np.array([[0, 0], [4, 0], [4, 3], [0, 3]], float)) == 12.0
+    rows = []
+    for k in range(6):  # 6 slices x 3 frames, file number = 3 k + frame
+        for frame in (1, 2, 3):
+            rows.append({"subject": "S1", "series": f"slice_{k}", "frame": frame, "order": k,
+                         "position_mm": 10.0 * k, "path": str(tmp_path / f"{3 * k + frame}.dcm"), "file_frame": 0})
+    index = pd.DataFrame(rows)
+    square = "\n".join(f"{x} {y}" for x, y in ((0, 0), (9, 0), (9, 9), (0, 9)))
+    small = "\n".join(f"{x} {y}" for x, y in ((0, 0), (3, 0), (3, 3), (0, 3)))
+    (tmp_path / "c").mkdir()
+    for k in (1, 2, 3, 4):  # ED (frame 1) contours on slices 1-4, ES (frame 3) on 1-3, smaller
+        (tmp_path / "c" / f"IM-0001-{3 * k + 1:04d}-icontour-manual.txt").write_text(square)
+    for k in (1, 2, 3):
+        (tmp_path / "c" / f"IM-0001-{3 * k + 3:04d}-icontour-manual.txt").write_text(small)
+    labels = crossdomain.contour_levels(index, tmp_path / "c")
+    ed = labels[labels.frame == 1]
+    es = labels[labels.frame == 3]
+    assert set(ed.phase) == {"ED"} and set(es.phase) == {"ES"}
+    assert ed.label.tolist() == ["oap", "ap", "mid", "mid", "bs", "obs"]  # 4 LV slices: 3 (r + 0.5) / 4
+    assert es.label.tolist() == ["oap", "ap", "mid", "bs", "obs", "obs"]
+    rows = crossdomain.dicom_rows(index, labels)
+    assert len(rows) == 12 and set(rows.split) == {"test"}

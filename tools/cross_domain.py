@@ -32,10 +32,14 @@ def main() -> int:
     ap.add_argument("--contours", type=Path, help="dicom: the expert's contour folder")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--baseline-split", type=Path, help="the models' run's data/split.csv: also score the "
+                    "position-only baseline fitted on its train split")
     args = ap.parse_args()
     if args.source == "nifti":
         rows = io.read_table(args.split)
         rows = rows[rows.split == "test"].reset_index(drop=True)
+        run = args.split.resolve().parent.parent  # split.csv's PNG paths are relative to its run's root
+        rows["path"] = [p if Path(p).is_absolute() else str(run / p) for p in rows.path]
     else:
         from saxlevel import predict
 
@@ -52,6 +56,10 @@ def main() -> int:
         out.append({"model": name, **crossdomain.score(pred, args.bootstrap, 0)})
         print(f"{name}: accuracy {out[-1]['accuracy']:.3f} {out[-1].get('accuracy_ci95', '')} SOTD {out[-1]['sotd']} "
               f"({time.perf_counter() - t0:.1f} s)")
+    if args.baseline_split:
+        out.append({"model": "position-only", **crossdomain.score(
+            crossdomain.baseline_predictions(io.read_table(args.baseline_split), rows), args.bootstrap, 0)})
+        print(f"position-only: accuracy {out[-1]['accuracy']:.3f} {out[-1].get('accuracy_ci95', '')}")
     io.write_csv(args.out, pd.DataFrame(out))
     return 0
 

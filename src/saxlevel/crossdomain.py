@@ -60,7 +60,7 @@ def contour_levels(index: pd.DataFrame, contour_dir: str | Path) -> pd.DataFrame
 
 def dicom_rows(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """The labelled images of a study as split-like rows (split test), apex->base per phase."""
-    rows = index.merge(labels, on=["subject", "series", "frame"], how="inner")
+    rows = index.drop(columns=["phase"], errors="ignore").merge(labels, on=["subject", "series", "frame"], how="inner")
     return rows.assign(split="test").sort_values(["phase", "order"]).reset_index(drop=True)
 
 
@@ -109,3 +109,13 @@ def score(pred: pd.DataFrame, resamples: int, seed: int) -> dict:
 def model_files(models_dir: Path) -> list[Path]:
     """The paper grid's and the fine-tuned grid's model files under a run's models/ folder, by name."""
     return sorted(models_dir.glob("*.keras")) + sorted((models_dir / "finetuned").glob("*.keras"))
+
+
+def baseline_predictions(train_split: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The position-only baseline fitted on ``train_split``'s train rows, predicting ``rows`` (evaluation's
+    baseline, so it is scored like the models)."""
+    cols = ["split", "subject", "phase", "order", "series", "frame", "label"]
+    train = train_split[train_split.split == "train"][cols]
+    both = pd.concat([train, rows[cols].assign(split="test", subject=rows.subject.astype(str) + " (other)")])
+    pred = evaluation.position_baseline_predictions(both)
+    return pred.assign(subject=rows.subject.to_numpy())
