@@ -54,6 +54,15 @@ def _commit(repo: Path, env: dict, message: str) -> None:
     _run(["git", "commit", "-q", "--allow-empty", "-m", message], repo, env)
 
 
+def _matches_pipeline(pred_dir: Path, predictions_csv: Path, sid: int, atol: float) -> bool:
+    """saxlevel predict's levels.csv gives every slice of subject ``sid`` the pipeline's p_mid (within atol)."""
+    levels = pd.read_csv(pred_dir / "levels.csv")
+    want = pd.read_csv(predictions_csv)
+    want = want[want.subject == sid][["phase", "series", "p_mid"]]
+    got = levels.merge(want, on=["phase", "series"], how="inner", suffixes=("", "_pipeline"))
+    return len(got) == len(want) and bool(np.allclose(got.p_mid, got.p_mid_pipeline, atol=atol))
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A temporary copy of the repository with tiny params, after one `dvc repro`: (repo, environment)."""
@@ -141,22 +150,14 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     # ... and so does the EfficientNet-Lite0 model, whose extractor carries the converted ImageNet weights.
     lite = [*cli[:6], "models/efficientnetlite0-bigru.keras", "--out", str(tmp_path / "pred_lite")]
     _run(lite, repo, env)
-    lite_levels = pd.read_csv(tmp_path / "pred_lite" / "levels.csv")
-    lite_want = pd.read_csv(repo / "data/predictions/efficientnetlite0-bigru.csv")
-    lite_want = lite_want[lite_want.subject == sid][["phase", "series", "p_mid"]]
-    got = lite_levels.merge(lite_want, on=["phase", "series"], how="inner", suffixes=("", "_pipeline"))
-    assert len(got) == len(lite_want) and np.allclose(got.p_mid, got.p_mid_pipeline, atol=1e-4)
+    assert _matches_pipeline(tmp_path / "pred_lite", repo / "data/predictions/efficientnetlite0-bigru.csv", sid, 1e-4)
     # A fine-tuned model is one self-contained file and predicts exactly like in the pipeline.
     ft = repo / "models/finetuned/mobilenet-bigru.keras"
     assert "feature_extractor" not in json.loads(zipfile.ZipFile(ft).read("saxlevel.json"))
     cli_ft = [sys.executable, "-m", "saxlevel.cli", "predict", str(study), "--model", str(ft),
               "--out", str(tmp_path / "pred_ft")]
     _run(cli_ft, repo, env)
-    levels = pd.read_csv(tmp_path / "pred_ft" / "levels.csv")
-    pred_ft = pd.read_csv(repo / "data/predictions/finetuned/mobilenet-bigru.csv")
-    want = pred_ft[pred_ft.subject == sid][["phase", "series", "p_mid"]]
-    got = levels.merge(want, on=["phase", "series"], how="inner", suffixes=("", "_pipeline"))
-    assert len(got) == len(want) and np.allclose(got.p_mid, got.p_mid_pipeline, atol=1e-5)
+    assert _matches_pipeline(tmp_path / "pred_ft", repo / "data/predictions/finetuned/mobilenet-bigru.csv", sid, 1e-5)
     # The model records how its input was made (to_png's non-default window included) ...
     info = json.loads(zipfile.ZipFile(repo / "models/mobilenet-bigru.keras").read("saxlevel.json"))
     assert info["preprocessing"]["window_percentiles"] == [5, 95] and info["preprocessing"]["image_size"] == 32

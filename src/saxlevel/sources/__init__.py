@@ -50,12 +50,13 @@ def find_subject_folders(raw: str | Path) -> list[dicom.Study]:
     return found
 
 
-def _index_one(study: dicom.Study, policy: str, layout: str,
+def _index_one(study: dicom.Study, policy: str, kind: str,
                lv_cavity: int | None = None) -> tuple[list[dict], list[dict], int]:
-    if layout == KAGGLE:
+    """One study by its kind: KAGGLE, SUBJECT_FOLDERS (DICOM) or a NIfTI layout name (nifti.LAYOUTS)."""
+    if kind == KAGGLE:
         return dicom.index_study(study, policy)
-    if nifti.subject_layout(study.path):
-        return nifti.index_subject(study, policy, lv_cavity)
+    if kind in nifti.LAYOUTS:
+        return nifti.index_subject(study, policy, lv_cavity, kind)
     return dicom_folder.index_subject(study, policy)
 
 
@@ -75,11 +76,11 @@ def index_root(raw: str | Path, policy: str = "paper", jobs: int = 1, progress: 
     layout = detect_layout(raw)
     shadowed: list[dicom.Study] = []
     studies = dicom.find_studies(raw, shadowed) if layout == KAGGLE else find_subject_folders(raw)
-    kinds = {nifti.subject_layout(s.path) for s in studies} if layout != KAGGLE else set()
-    if kinds and None not in kinds:
-        layout = f"{NIFTI} ({', '.join(sorted(k for k in kinds if k))})"
+    kinds = [KAGGLE if layout == KAGGLE else nifti.subject_layout(s.path) or SUBJECT_FOLDERS for s in studies]
+    if kinds and all(k in nifti.LAYOUTS for k in kinds):
+        layout = f"{NIFTI} ({', '.join(sorted(set(kinds)))})"
     results = parallel.map_isolated(
-        _index_one, [(s, policy, layout, lv_cavity) for s in studies], jobs, on_failure=_failed_study,
+        _index_one, [(s, policy, k, lv_cavity) for s, k in zip(studies, kinds)], jobs, on_failure=_failed_study,
         desc="filter_dicom", unit="subject", progress=progress)
     rows = [r for res in results for r in res[0]]
     problems = [p for res in results for p in res[1]]

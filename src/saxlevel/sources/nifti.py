@@ -90,6 +90,11 @@ def _cached_volume(path: str) -> np.ndarray:
     return data
 
 
+def volume_at(data: np.ndarray, t: int) -> np.ndarray:
+    """Volume ``t`` (rows, columns, slices) of a voxel array: a 3-D array is its only volume."""
+    return data[..., t] if data.ndim == 4 else data
+
+
 def read_image(path: str | Path, file_frame: int) -> np.ndarray:
     """Image ``file_frame`` (slice k of volume t at k + slices * t) of a NIfTI file as float32; a PixelError
     names the file when it cannot be read."""
@@ -97,7 +102,7 @@ def read_image(path: str | Path, file_frame: int) -> np.ndarray:
         vol = read_volume(str(path))
         nz = vol.shape[2]
         k, t = int(file_frame) % nz, int(file_frame) // nz
-        return np.asarray(vol[:, :, k, t] if vol.ndim == 4 else vol[:, :, k], dtype=np.float32)
+        return np.asarray(volume_at(vol, t)[:, :, k], dtype=np.float32)
     except Exception as exc:  # nibabel and gzip raise many types on damaged data
         raise PixelError(f"{path}: cannot read image {int(file_frame)}: {exc.__class__.__name__}: {exc}") from None
 
@@ -191,13 +196,11 @@ def _acdc_frames(folder: Path, problem: dicom.Problem) -> list[Frame]:
 def _labelled_volumes(seg: Path) -> list[int]:
     """Indices of the volumes of a 4-D segmentation that hold any label."""
     data = read_volume(seg)
-    data = data[..., None] if data.ndim == 3 else data
-    return [t for t in range(data.shape[3]) if np.any(data[..., t])]
+    return [t for t in range(data.shape[3] if data.ndim == 4 else 1) if np.any(volume_at(data, t))]
 
 
 def _cavity_volume(seg: Path, index: int, label: int) -> int:
-    vol = read_volume(seg)
-    return int(np.sum((vol[..., index] if vol.ndim == 4 else vol) == label))
+    return int(np.sum(volume_at(read_volume(seg), index) == label))
 
 
 def _mnms_frames(folder: Path, layout: NiftiLayout) -> list[Frame]:
@@ -267,13 +270,13 @@ def lps_geometry(affine: np.ndarray, shape: tuple[int, ...]) -> dict:
 
 
 def index_subject(study: dicom.Study, policy: str = "paper", lv_cavity: int | None = None,
-                  ) -> tuple[list[dict], list[dict], int]:
+                  layout_name: str | None = None) -> tuple[list[dict], list[dict], int]:
     """(index rows, records, files read) for one NIfTI subject folder; a defect excludes the subject with a
     record naming the file (``policy`` is accepted for the one source interface: a volume cannot break rules
     1-3, so nothing is repaired)."""
     problems: list[dict] = []
     problem = dicom.recorder(study.subject, problems)
-    name = subject_layout(study.path)
+    name = layout_name or subject_layout(study.path)
     if name is None:
         problem("no_sax", f"no NIfTI volumes in {study.path}")
         return [], problems, 0
@@ -366,8 +369,7 @@ def _cavity_counts(f: Frame, shape: tuple[int, ...], label: int) -> np.ndarray:
     """LV-cavity pixels per slice of frame ``f``'s segmentation; a segmentation that does not match the image
     is a FileDefect naming it."""
     assert f.segmentation is not None
-    seg = read_volume(f.segmentation)
-    vol = seg[..., f.seg_index] if seg.ndim == 4 else seg
+    vol = volume_at(read_volume(f.segmentation), f.seg_index)
     if vol.shape != shape[:3]:
         raise dicom.FileDefect("segmentation", f"{f.segmentation}: segmentation shape {vol.shape}, the image's "
                                f"{shape[:3]}: they do not belong together")
