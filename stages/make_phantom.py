@@ -18,7 +18,9 @@ def main() -> int:
     args = ap.parse_args()
     truth = make_phantom(args.out, PhantomParams.from_params(P.load(args.params)))
     n_def = sum(1 for s in truth["subjects"].values() if s["defects"])
-    print(f"make_phantom: {len(truth['subjects'])} subjects, {n_def} with defects -> {args.out}")
+    n_cut = sum(1 for s in truth["subjects"].values() if s.get("truncated"))
+    print(f"make_phantom: {len(truth['subjects'])} subjects, {n_def} with defects, {n_cut} stopping short of the "
+          f"apex or base -> {args.out}")
     return 0
 
 

@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from saxlevel import coverage
 from saxlevel.phantom import dicomio, generate
 
 from conftest import REPO
 
 TINY = {
-    "phantom": {"subjects": 10, "frames": 6, "defect_rates": {"duplicate": 0.1}},
+    "phantom": {"subjects": 10, "frames": 6, "defect_rates": {"duplicate": 0.1}, "truncated": {"apex": 0.1, "base": 0.1}},
     "to_png": {"window": [5, 95]},  # not the default: predict must follow the model's record, not (2, 98)
     "features": {"image_size": 32, "bn_images": 8},
     # EfficientNet-Lite0 with its installable ImageNet weights (features.backbone_weights) beside random MobileNet
@@ -104,6 +105,12 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     assert "ordered" in table5["models"]["mobilenet-bigru"]["decode"]
     head = json.loads((repo / "metrics/metrics.json").read_text())
     assert head["model"] == "mobilenet-bigru" and {"accuracy", "sotd", "f1_oap", "f1_obs"} <= set(head)
+    assert {"apex_missing_sensitivity", "apex_missing_specificity", "base_missing_sensitivity"} <= set(head)
+    detect = pd.read_csv(repo / "plots/coverage.csv")
+    assert set(detect.model) == set(table5["models"]) | {"position-only"} and set(detect.end) == {"apex", "base"}
+    cut = {s for s, t in json.loads((repo / "data/phantom/truth.json").read_text())["subjects"].items()
+           if t.get("truncated")}
+    assert len(cut) == 2  # TINY's phantom cuts short 2 of its 10 stacks
     filt = json.loads((repo / "metrics/filter.json").read_text())
     assert filt["excluded_by_rule"]["duplicate"] == 1 and filt["subjects_kept"] == 9
     data = json.loads((repo / "metrics/data.json").read_text())
@@ -134,6 +141,17 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     got = levels.merge(want, on=["phase", "series"], how="inner")
     assert len(got) == len(want) and (got.level == got.pred).all()
     assert (tmp_path / "pred" / "levels_ED.png").exists()
+    # ... with its LV coverage per phase (read from the end slices' levels) and the AHA region of every slice.
+    cover = pd.read_csv(tmp_path / "pred" / "coverage.csv")
+    assert {"phase", "apex_covered", "base_covered", "n_slices", "first_level", "last_level", "confidence"} <= set(cover)
+    assert cover.phase.tolist() == ["ED", "ES"] and cover.confidence.between(0, 1).all()
+    for r in cover.itertuples():
+        stack = levels[levels.phase == r.phase].sort_values("order")
+        assert (r.first_level, r.last_level, r.n_slices) == (stack.level.iloc[0], stack.level.iloc[-1], len(stack))
+        assert (r.apex_covered, r.base_covered) == (r.first_level == "oap", r.last_level == "obs")
+    assert "coverage: complete" in printed or "coverage: incomplete: " in printed
+    aha = pd.read_csv(tmp_path / "pred" / "aha.csv", keep_default_na=False)
+    assert len(aha) == len(levels) and (aha.level.map(lambda x: coverage.AHA[x][0]) == aha.aha_region).all()
     # A NIfTI subject folder (ACDC layout) and one of its volumes: levels for both phases, or for the one volume.
     params = generate.PhantomParams.from_params(yaml.safe_load((repo / "params.yaml").read_text()))
     made = generate.make_subject_nifti(sid, "train", [], params, tmp_path / "nifti")

@@ -89,6 +89,18 @@ def test_report_writes_table5_comparisons_and_plots(tmp_path: Path) -> None:
     figs = {p.name for p in (tmp_path / "plots/figures").iterdir()}
     assert {"figure2_learning_curves.png", "figure4_confusion.png", "figure5_sotd.png"} <= figs
     assert sum(f.startswith("figure3_subject") for f in figs) == 1
+    # Coverage detection for every model and the baseline; the 95 %-right model finds every missing end it is
+    # shown, as its levels, taken straight from the predictions file, say.
+    detect = pd.read_csv(tmp_path / "plots/coverage.csv").set_index(["model", "decode", "end"])
+    assert set(detect.index.get_level_values("model")) == set(table5["models"]) | {"position-only"}
+    ends = test.sort_values("order").groupby(["subject", "phase"])
+    for end, col, beyond in (("apex", "true", "oap"), ("base", "true", "obs")):
+        truth_missing = ends[col].agg(lambda s, b=beyond, e=end: (s.iloc[0] if e == "apex" else s.iloc[-1]) != b)
+        pred_missing = ends["pred"].agg(lambda s, b=beyond, e=end: (s.iloc[0] if e == "apex" else s.iloc[-1]) != b)
+        row = detect.loc[("mobilenet-bigru", "argmax", end)]
+        assert row.missing == truth_missing.sum() and row.present == (~truth_missing).sum()
+        if row.missing:
+            assert row.sensitivity == pytest.approx((pred_missing & truth_missing).sum() / truth_missing.sum(), abs=1e-4)
 
 
 def test_missing_predictions_name_the_stage(tmp_path: Path) -> None:

@@ -16,16 +16,16 @@ def _phantom(args: argparse.Namespace) -> int:
     from saxlevel import params as P
     from saxlevel.phantom import PhantomParams, make_phantom
 
-    rates = {}
-    for item in args.defect or []:
-        name, _, value = item.partition("=")
-        rates[name] = float(value)
+    rates, cut = ({name: float(value) for name, _, value in (item.partition("=") for item in items or [])}
+                  for items in (args.defect, args.truncated))
     params = PhantomParams.from_params(P.load(args.params), subjects=args.subjects, seed=args.seed,
                                        frames=args.frames, jobs=args.jobs, defect_rates=rates, format=args.format,
-                                       transfer_syntax=args.transfer_syntax)
+                                       transfer_syntax=args.transfer_syntax, truncated=cut)
     truth = make_phantom(args.out, params)
     n_def = sum(1 for s in truth["subjects"].values() if s["defects"])
-    print(f"phantom: {len(truth['subjects'])} subjects ({n_def} with defects) written to {args.out}")
+    n_cut = sum(1 for s in truth["subjects"].values() if s.get("truncated"))
+    print(f"phantom: {len(truth['subjects'])} subjects ({n_def} with defects, {n_cut} stopping short of the apex or "
+          f"base) written to {args.out}")
     return 0
 
 
@@ -38,14 +38,15 @@ def _default_model(params_path: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from saxlevel import predict
+    from saxlevel import coverage, predict
 
     model = args.model or _default_model(args.params)
     out = args.out or f"predictions/{Path(args.dicom_dir).resolve().name}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            table, seconds = predict.run(args.dicom_dir, model, out, args.frames, args.decode, args.backbone_model)
+            table, cover, seconds = predict.run(args.dicom_dir, model, out, args.frames, args.decode,
+                                                args.backbone_model)
         except (predict.PredictError, OSError) as exc:
             print(f"saxlevel predict: error: {exc}", file=sys.stderr)
             return 2
@@ -55,8 +56,13 @@ def _predict(args: argparse.Namespace) -> int:
     show = table[["phase", "frame", "order", "series", "position_mm", "level"]].copy()
     show["p"] = table[[f"p_{lvl}" for lvl in CLASSES]].max(axis=1).round(3)
     print(show.to_string(index=False))
+    print("\nLV coverage (apex covered: the stack reaches an out-of-apical slice; base: an out-of-basal one)")
+    print(cover[["phase", "frame", "n_slices", "first_level", "last_level", "apex_covered", "base_covered",
+                 "confidence"]].to_string(index=False))
+    print(f"coverage: {coverage.verdict(cover)}")
     print(f"{Path(model).stem}: {table.order.nunique()} slices x {table.phase.nunique()} frame(s) "
-          f"in {seconds:.2f} s (model loading excluded); wrote {out}/levels.csv and {out}/levels_*.png")
+          f"in {seconds:.2f} s (model loading excluded); wrote {out}/levels.csv, {out}/coverage.csv, "
+          f"{out}/aha.csv (AHA 17-segment regions) and {out}/levels_*.png")
     return 0
 
 
@@ -128,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int)
     p.add_argument("--defect", action="append", metavar="NAME=RATE",
                    help="defect rate, e.g. --defect duplicate=0.1 (duplicate, inconsistent, noncontiguous, black)")
+    p.add_argument("--truncated", action="append", metavar="END=RATE",
+                   help="share of stacks that stop short of an end, e.g. --truncated apex=0.5 (apex, base; "
+                        "default: params.yaml phantom.truncated)")
     p.add_argument("--format", choices=generate.FORMATS,
                    help="classic: one file per image (Kaggle); enhanced: one Enhanced MR multi-frame file per series; "
                         "clinical: one folder per subject as a PACS exports it (PH0001/1.dcm ..., one SAX series); "

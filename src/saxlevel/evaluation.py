@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, STACK_KEY, decode, io, metrics
+from saxlevel import CLASSES, STACK_KEY, coverage, decode, io, metrics
 
 PROB_COLUMNS = [f"p_{c}" for c in CLASSES]
 SPLITS = ("test", "val")
@@ -41,6 +41,7 @@ def evaluate_model(pred: pd.DataFrame, resamples: int, seed: int) -> dict:
             probs = part[PROB_COLUMNS].to_numpy()
             stack_ids = (part.subject.astype(str) + "/" + part.phase).to_numpy()
             res = metrics.split_metrics(y, levels[m], probs, stack_ids)
+            res["coverage"] = coverage.coverage_detection(y, levels[m], stack_ids, part.order.to_numpy())
             if resamples:
                 res["ci95"] = metrics.bootstrap_ci(y, levels[m], probs, part.subject.to_numpy(), resamples, seed)
             out[how][split] = res
@@ -79,12 +80,21 @@ def table_rows(name: str, backbone: str, head: str, result: dict, finetune: str 
     return rows
 
 
+def coverage_rows(name: str, result: dict) -> list[dict]:
+    """plots/coverage.csv rows of one model: per decoding and end, how well its test levels detect a stack that
+    misses that end (positive = missing), against the truth the labels give."""
+    return [{"model": name, "decode": how, "end": end, **per_split["test"]["coverage"][end]}
+            for how, per_split in result.items() if "test" in per_split for end in coverage.ENDS]
+
+
 def flat_headline(name: str, how: str, test: dict) -> dict:
     """metrics/metrics.json: the selected model's test metrics, flat keys."""
     return {"model": name, "decode": how, "accuracy": round(test["accuracy"], 4),
             "auc_weighted": round(test["auc_weighted"], 4), "sotd": test["sotd"],
             "error_3class": round(test["error_3class"], 4), "stack_accuracy": round(test["stack_accuracy"], 4),
-            **{f"f1_{c}": round(test["f1"][c], 4) for c in CLASSES}}
+            **{f"f1_{c}": round(test["f1"][c], 4) for c in CLASSES},
+            **{f"{end}_missing_{k}": test["coverage"][end][k] for end in coverage.ENDS
+               for k in ("sensitivity", "specificity")}}
 
 
 POSITION_BASELINE = "position-only"

@@ -50,7 +50,8 @@ def learning_curves(curves: dict[str, pd.DataFrame], path: Path) -> None:
 
 def stack_panels(stack: pd.DataFrame, title: str, path: Path, show_truth: bool = True) -> None:
     """Figure 3: a stack apex->base; slice index, ground truth and prediction above each image,
-    green when right and red when wrong (``show_truth=False``: slice index and prediction only)."""
+    green when right and red when wrong (``show_truth=False``: slice index and prediction only, with the AHA
+    region and segments below where the table has aha_region and aha_segments columns)."""
     stack = stack.sort_values("order")
     n = len(stack)
     cols = min(n, 7)
@@ -61,6 +62,9 @@ def stack_panels(stack: pd.DataFrame, title: str, path: Path, show_truth: bool =
         if show_truth:
             ax.set_title(f"{r.order}: ({r.true.upper()}) (P = {r.pred.upper()})", fontsize=8,
                          color="green" if r.true == r.pred else "red")
+        elif hasattr(r, "aha_region"):  # predict: the AHA region (17-segment model) under the level
+            segments = f" {r.aha_segments}" if r.aha_segments else ""
+            ax.set_title(f"{r.order}: {r.pred.upper()}\n{r.aha_region}{segments}", fontsize=9)
         else:
             ax.set_title(f"{r.order}: {r.pred.upper()}", fontsize=9)
         ax.axis("off")

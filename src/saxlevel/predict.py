@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, backbones, decode, dicom, features, images, io, pngs
+from saxlevel import CLASSES, backbones, coverage, decode, dicom, features, images, io, pngs
 from saxlevel.sources import dicom_folder, nifti
 
 
@@ -181,8 +181,10 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
 
 
 def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str = "ed-es", how: str = "argmax",
-        backbone_model: str | Path | None = None) -> tuple[pd.DataFrame, float]:
-    """Load, predict, write OUT/levels.csv and a Figure-3-style PNG per stack; (table, seconds per subject)."""
+        backbone_model: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Load, predict, write OUT/levels.csv, OUT/coverage.csv (does each stack reach beyond the apex and the
+    base), OUT/aha.csv (each slice's AHA 17-segment region) and a Figure-3-style PNG per stack marked with the
+    AHA regions; (levels table, coverage table, seconds per subject)."""
     from saxlevel import figures
 
     io.check_output_dir(out)
@@ -191,14 +193,22 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     table = predict_folder(folder, model, frames, how)
     seconds = time.perf_counter() - t0
     out = Path(out)
-    io.write_csv(out / "levels.csv", table.drop(columns=["path", "file_frame", "image"]))
+    levels = table.drop(columns=["path", "file_frame", "image"])
+    cover = coverage.coverage_table(levels)
+    aha = coverage.aha_table(levels)
+    io.write_csv(out / "levels.csv", levels)
+    io.write_csv(out / "coverage.csv", cover)
+    io.write_csv(out / "aha.csv", aha)
     name = f"{model.info['backbone']}-{model.info['head']}"
-    for phase, stack in table.groupby("phase", sort=False):
-        panel = stack.assign(true=stack.level, pred=stack.level,
+    for (phase, stack), ends in zip(table.groupby("phase", sort=False), cover.itertuples()):
+        panel = stack.assign(true=stack.level, pred=stack.level, aha_region=aha.aha_region[stack.index].to_numpy(),
+                             aha_segments=aha.aha_segments[stack.index].to_numpy(),
                              path=[_png_of(r.path, r.file_frame, r.image, out / "images") for r in stack.itertuples()])
+        reach = ", ".join(f"{end} {'covered' if getattr(ends, end + '_covered') else 'NOT covered'}"
+                          for end in coverage.ENDS)
         figures.stack_panels(panel, f"subject {stack.subject.iloc[0]} {phase} (frame {stack.frame.iloc[0]}), "
-                             f"{name} ({how})", out / f"levels_{phase}.png", show_truth=False)
-    return table, seconds
+                             f"{name} ({how}); {reach}", out / f"levels_{phase}.png", show_truth=False)
+    return levels, cover, seconds
 
 
 def _windowed(path: str, file_frame: int, pct: tuple[float, float]) -> np.ndarray:

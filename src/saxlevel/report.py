@@ -117,6 +117,10 @@ def write(res: Results, entries: list[Entry], data: pd.DataFrame, cfg: EvaluateS
     io.write_csv(plots / "table5.csv", table)
     io.write_csv(plots / "claims.csv", pd.DataFrame(res.claim_rows))
     io.write_csv(plots / "table4.csv", table4(cfg.backbones, features_dir))
+    # Coverage QC from the levels: every model, then the image-free baseline (what slice position alone gives).
+    io.write_csv(plots / "coverage.csv", pd.DataFrame(
+        [row for name, m in res.models.items() for row in evaluation.coverage_rows(name, m["decode"])]
+        + evaluation.coverage_rows(evaluation.POSITION_BASELINE, res.baseline)))
 
     # DVC plots: confusion of the selected model (labels that sort anatomically), SOTD bars, curves.
     sel = res.preds[selected]

@@ -25,6 +25,10 @@ from saxlevel.io import write_csv, write_json
 from saxlevel.phantom import anatomy, dicomio, geometry, niftiio
 
 DEFECTS = ("duplicate", "inconsistent", "noncontiguous", "black")
+# Stacks that stop short of an end of the LV (coverage QC, saxlevel.coverage): not a defect the pipeline drops,
+# a stack a clinic acquired too short. A cut keeps at least MIN_CUT_SLICES slices.
+TRUNCATED_ENDS = ("apex", "base")
+MIN_CUT_SLICES = 5
 # classic, enhanced, clinical: DICOM (dicomio); nifti: ACDC's NIfTI layout with segmentations (niftiio)
 FORMATS = (*dicomio.FORMATS, "nifti")
 # Kaggle DSB2 split sizes (train 1-500, validate 501-700, test 701-1140).
@@ -42,6 +46,7 @@ class PhantomParams:
     jobs: int
     format: str  # classic: one file per image (Kaggle); enhanced: one Enhanced MR file per series; clinical
     transfer_syntax: str  # explicit (Kaggle), deflate, rle, jpeg-lossless, jpeg-ls, jpeg2000
+    truncated: dict[str, float]  # share of subjects whose stack misses the apex / the base
 
     @classmethod
     def from_params(cls, params: dict, **overrides: object) -> PhantomParams:
@@ -49,17 +54,20 @@ class PhantomParams:
         arguments that are not None override it (defect_rates merge)."""
         from saxlevel import params as P
 
-        rates = P.get(params, "phantom.defect_rates")
-        if not isinstance(rates, dict):
-            raise P.ParamError(f"params.yaml: 'phantom.defect_rates' must be a mapping, got {rates!r}")
+        rates, cut = P.get(params, "phantom.defect_rates"), P.get(params, "phantom.truncated")
+        for key, value in (("defect_rates", rates), ("truncated", cut)):
+            if not isinstance(value, dict):
+                raise P.ParamError(f"params.yaml: 'phantom.{key}' must be a mapping, got {value!r}")
         values: dict[str, Any] = {"subjects": P.typed(params, "phantom.subjects", int), "seed": P.typed(params, "phantom.seed", int),
                   "frames": P.typed(params, "phantom.frames", int), "jobs": P.typed(params, "phantom.jobs", int),
                   "format": P.typed(params, "phantom.format", str),
                   "transfer_syntax": P.typed(params, "phantom.transfer_syntax", str),
-                  "defect_rates": {str(k): float(v) for k, v in rates.items()}}
-        extra_rates = overrides.pop("defect_rates", None) or {}
+                  "defect_rates": {str(k): float(v) for k, v in rates.items()},
+                  "truncated": {str(k): float(v) for k, v in cut.items()}}
+        extra = {k: overrides.pop(k, None) or {} for k in ("defect_rates", "truncated")}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        values["defect_rates"].update(extra_rates)
+        for k, v in extra.items():
+            values[k].update(v)
         return cls(**values)
 
     def validate(self) -> None:
@@ -79,6 +87,11 @@ class PhantomParams:
         total = sum(self.defect_rates.values())
         if any(r < 0 for r in self.defect_rates.values()) or total > 1:
             raise ValueError(f"phantom.defect_rates must be >= 0 and sum to <= 1, got {self.defect_rates}")
+        unknown = set(self.truncated) - set(TRUNCATED_ENDS)
+        if unknown:
+            raise ValueError(f"phantom.truncated has unknown ends {sorted(unknown)}; known: {TRUNCATED_ENDS}")
+        if any(r < 0 for r in self.truncated.values()) or sum(self.truncated.values()) > 1:
+            raise ValueError(f"phantom.truncated must be >= 0 and sum to <= 1, got {self.truncated}")
 
 
 def split_of_ids(n: int) -> list[tuple[int, str]]:
@@ -103,6 +116,28 @@ def assign_defects(params: PhantomParams) -> dict[int, list[str]]:
         for _ in range(round(params.defect_rates.get(name, 0.0) * params.subjects)):
             out[int(order.pop())] = [name]
     return out
+
+
+def assign_truncation(params: PhantomParams) -> dict[int, str]:
+    """Disjoint sets of subjects whose stack misses the apex or the base, round(rate * subjects) each, chosen by
+    the seed (its own draw: the defect subjects and every other subject stay as they were)."""
+    rng = np.random.default_rng([params.seed, 104729])
+    order = list(rng.permutation(np.arange(1, params.subjects + 1)))
+    return {int(order.pop()): end for end in TRUNCATED_ENDS
+            for _ in range(round(params.truncated.get(end, 0.0) * params.subjects))}
+
+
+def cut_stack(heart: anatomy.Heart, z_axis: list[float], end: str) -> list[float]:
+    """The slice heights left of a stack whose ``end`` was not acquired. apex: every slice that is out-of-apical
+    at ED or at ES goes, and the first slice with a blood pool after them (so neither phase reaches beyond the
+    apex); base: every out-of-basal slice at either phase and the last slice with a pool before them. The stack
+    is left whole if fewer than MIN_CUT_SLICES would remain."""
+    labels = [[anatomy.slice_label(heart, phi, z) for z in z_axis] for phi in (0.0, 1.0)]
+    if end == "apex":
+        kept = z_axis[max(next((k for k, x in enumerate(ls) if x != "oap"), len(z_axis)) for ls in labels) + 1:]
+    else:
+        kept = z_axis[:min(max((k for k, x in enumerate(ls) if x != "obs"), default=0) for ls in labels)]
+    return kept if len(kept) >= MIN_CUT_SLICES else z_axis
 
 
 def _choice(rng: np.random.Generator, options: list, p: list[float]):
@@ -133,8 +168,9 @@ def _image(heart, phi, plane, lv, thickness, look, rng) -> np.ndarray:
     return np.clip(np.round(mag), 0, 4095).astype(np.uint16)
 
 
-def plan_subject(sid: int, defects: list[str], params: PhantomParams) -> dict:
-    """Draw everything random about one subject except image noise (anatomy, geometry, numbering)."""
+def plan_subject(sid: int, defects: list[str], params: PhantomParams, truncate: str = "") -> dict:
+    """Draw everything random about one subject except image noise (anatomy, geometry, numbering); ``truncate``
+    (apex or base): the stack stops short of that end (cut_stack)."""
     rng = np.random.default_rng([params.seed, sid])
     heart = anatomy.sample_heart(rng)
     lv, normal = geometry.sample_frame(rng)
@@ -159,6 +195,12 @@ def plan_subject(sid: int, defects: list[str], params: PhantomParams) -> dict:
     n = int(np.clip(np.floor((last - first) / step) + 1, 8, 25))
     # Slice k crosses the LV axis at height z_k; positions along the stack normal step exactly.
     z_axis = [(first + k * step) for k in range(n)]
+    if truncate:
+        z_axis = cut_stack(heart, z_axis, truncate)
+        truncated = truncate if len(z_axis) < n else ""
+        n = len(z_axis)
+    else:
+        truncated = ""
     shift = (float(rng.uniform(-25, 25)), float(rng.uniform(-25, 25)))
     planes = [
         geometry.plane_through(lv.origin + z / cos_t * lv.d, row, col, spacing, rows, cols, shift)
@@ -212,11 +254,12 @@ def plan_subject(sid: int, defects: list[str], params: PhantomParams) -> dict:
     return {k: v for k, v in locals().items() if k not in ("rng", "params", "sid")}
 
 
-def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path) -> dict:
+def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path,
+                 truncate: str = "") -> dict:
     """Write one subject's study folder; return its truth entry and labels."""
     if params.format == "nifti":
-        return make_subject_nifti(sid, split, defects, params, out)
-    p = plan_subject(sid, defects, params)
+        return make_subject_nifti(sid, split, defects, params, out, truncate)
+    p = plan_subject(sid, defects, params, truncate)
     heart, lv, planes, look, patient = p["heart"], p["lv"], p["planes"], p["look"], p["patient"]
     ed, es, F, n, thickness, spacing = p["ed"], p["es"], params.frames, p["n"], p["thickness"], p["spacing"]
     sax_numbers, numbers, black = p["sax_numbers"], p["numbers"], p["black"]
@@ -293,13 +336,16 @@ def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams
         "slice_step_mm": round(p["step"], 3),
         "transposed": bool(np.dot(np.cross(planes[0].row, planes[0].col), lv.d) < 0),
     }
+    if p["truncated"]:
+        truth["truncated"] = p["truncated"]
     return {"sid": sid, "subject": subject, "truth": truth, "labels": labels}
 
 
-def make_subject_nifti(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path) -> dict:
+def make_subject_nifti(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path,
+                       truncate: str = "") -> dict:
     """Write one subject as ACDC ships it (niftiio): its ED and ES volumes with segmentations. A volume cannot
     repeat, shorten or skip a slice, so of the defects only ``black`` applies (all-zero images)."""
-    p = plan_subject(sid, defects, params)
+    p = plan_subject(sid, defects, params, truncate)
     heart, lv, planes, look, n, thickness = p["heart"], p["lv"], p["planes"], p["look"], p["n"], p["thickness"]
     rng = np.random.default_rng([params.seed, sid, 1])  # image noise only
     frames = {}
@@ -318,6 +364,8 @@ def make_subject_nifti(sid: int, split: str, defects: list[str], params: Phantom
              "edv_ml": round(anatomy.cavity_volume_ml(heart, 0.0), 2),
              "esv_ml": round(anatomy.cavity_volume_ml(heart, 1.0), 2), "slice_step_mm": round(p["step"], 3),
              "transposed": bool(np.dot(np.cross(planes[0].row, planes[0].col), lv.d) < 0)}
+    if p["truncated"]:
+        truth["truncated"] = p["truncated"]
     return {"sid": sid, "subject": subject, "truth": truth, "labels": labels}
 
 
@@ -343,8 +391,9 @@ def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    defects = assign_defects(params)
-    tasks = [(sid, split, defects.get(sid, []), params, tmp) for sid, split in split_of_ids(params.subjects)]
+    defects, cut = assign_defects(params), assign_truncation(params)
+    tasks = [(sid, split, defects.get(sid, []), params, tmp, cut.get(sid, "")) for sid, split in
+             split_of_ids(params.subjects)]
     jobs = max(1, min(params.jobs, os.cpu_count() or 1))
     if jobs == 1:
         results = [make_subject(*t) for t in tqdm(tasks, desc="phantom", unit="subject", disable=not progress)]
@@ -358,6 +407,8 @@ def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) 
     for key, default in (("format", "classic"), ("transfer_syntax", "explicit")):
         if truth["params"][key] == default:  # the Kaggle form: truth.json as before these options existed
             truth["params"].pop(key)
+    if not any(params.truncated.values()):  # no stack cut short: as before that option existed
+        truth["params"].pop("truncated")
     write_json(tmp / "truth.json", truth)
     write_csv(tmp / "labels.csv", pd.DataFrame([row for r in results for row in r["labels"]]))
     for split in ("train", "validate"):
