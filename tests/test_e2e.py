@@ -29,6 +29,7 @@ TINY = {
     # EfficientNet-Lite0 with its installable ImageNet weights (features.backbone_weights) beside random MobileNet
     "grid": {"backbones": ["mobilenet", "efficientnetlite0"], "heads": ["dense", "bigru"]},
     "finetune_grid": {"backbones": ["mobilenet"], "heads": ["dense", "bigru"], "image_size": 32, "epochs": 2},
+    "backbone": "mobilenet",
     "head": "bigru",
     "train": {"epochs": 2},
     "evaluate": {"bootstrap": 20, "figure3_subjects": 1},

@@ -52,7 +52,7 @@ def test_report_writes_table5_comparisons_and_plots(tmp_path: Path) -> None:
     prm = _params(grid={"backbones": ["mobilenet"], "heads": ["dense", "bigru"]},
                   finetune_grid={"backbones": ["mobilenet"], "heads": ["bigru"]},
                   evaluate={"bootstrap": 30, "figure3_subjects": 1})
-    prm["head"] = "bigru"
+    prm["backbone"], prm["head"] = "mobilenet", "bigru"
     cfg = P.evaluate_settings(prm)
     rows = data[data.split.isin(["val", "test"])]
     truth = np.eye(len(CLASSES))[[CLASSES.index(label) for label in rows.label]]
@@ -105,7 +105,7 @@ def test_report_writes_table5_comparisons_and_plots(tmp_path: Path) -> None:
 
 def test_missing_predictions_name_the_stage(tmp_path: Path) -> None:
     cfg = P.evaluate_settings(_params(grid={"backbones": ["mobilenet"], "heads": ["dense"]},
-                                      finetune_grid={"backbones": [], "heads": []}) | {"head": "dense"})
+                                      finetune_grid={"backbones": [], "heads": []}) | {"backbone": "mobilenet", "head": "dense"})
     entries = report.model_entries(cfg, tmp_path, tmp_path)
     with pytest.raises(FileNotFoundError, match="dvc repro train@mobilenet-dense"):
         report.evaluate(entries, _split(tmp_path / "png", subjects=9), cfg)
