@@ -2,7 +2,7 @@
 slice out-of-apical at ED or ES and the first slice after them) and with the base cut off (every out-of-basal slice
 and the last slice before them), each through `saxlevel predict`'s code; how often each end's verdict is right.
 
-    python tools/coverage_check.py [--model models/efficientnetlite0-bigru.keras] [--phantom data/phantom]
+    python tools/coverage_check.py [--model MODEL (default: the selected model)] [--phantom data/phantom]
                                    [--split data/split.csv] [--work DIR]
 
 Needs a `dvc repro` of the default (Kaggle-layout) phantom. Prints per variant and end the share of stacks whose
@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from saxlevel import coverage, io, predict
+from saxlevel import params as P
 
 VARIANTS = ("intact", "apex", "base")
 
@@ -37,11 +38,13 @@ def cut(order: list[str], levels: dict[int, dict[str, str]], variant: str) -> li
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="models/efficientnetlite0-bigru.keras")
+    ap.add_argument("--model", help="a trained model (default: the selected backbone/head in params.yaml)")
     ap.add_argument("--phantom", default="data/phantom")
     ap.add_argument("--split", default="data/split.csv")
     ap.add_argument("--work", help="where the cut studies and the results go (default: a temporary folder)")
     args = ap.parse_args()
+    if args.model is None:
+        args.model = "models/{}-{}.keras".format(*P.selected_model(P.load("params.yaml")))
     root = Path(args.phantom)
     truth = json.loads((root / "truth.json").read_text())["subjects"]
     labels = io.read_table(root / "labels.csv")
