@@ -84,7 +84,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                KERAS_HOME=str(repo.parent / "keras"))  # the converted Lite0 weights are cached there
     _run(["git", "init", "-q"], repo, env)
     _commit(repo, env, "tiny")
-    _run(DVC + ["repro"], repo, env)
+    (repo.parent / "repro.out").write_text(_run(DVC + ["repro"], repo, env).stdout)
     return repo, env
 
 
@@ -127,6 +127,19 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     assert {"figure2_learning_curves.png", "figure4_confusion.png", "figure5_sotd.png"} <= figs
     assert any(f.startswith("figure3_subject") for f in figs)
     assert (repo / "models/mobilenet-bigru.keras").exists()
+    # Each backbone's first train stage trained its sibling too, which its own stage took over; nothing is left.
+    repro_out = (repo.parent / "repro.out").read_text()
+    assert repro_out.count("trained beside its siblings") == 2, repro_out[-3000:]
+    assert not (repo / ".saxlevel").exists()
+    # ... and a model trained alone (hand-off off) is the same model: the same predictions, to the last digit.
+    alone = tmp_path / "alone"
+    _run([sys.executable, "stages/train.py", "--backbone", "mobilenet", "--head", "bigru", "--split", "data/split.csv",
+          "--png", "data/png", "--features", "data/features", "--model-out", str(alone / "m.keras"),
+          "--predictions", str(alone / "p.csv"), "--live", str(alone / "live")], repo,
+         dict(env, SAXLEVEL_HANDOFF="0"))
+    assert (alone / "p.csv").read_text() == (repo / "data/predictions/mobilenet-bigru.csv").read_text()
+    assert (alone / "live" / "plots/metrics/eval/loss.tsv").read_text() == \
+        (repo / "dvclive/mobilenet-bigru/plots/metrics/eval/loss.tsv").read_text()
     assert (repo / "dvclive/mobilenet-bigru/plots/metrics/eval/loss.tsv").exists()
     # saxlevel predict on a test subject's raw study reproduces the pipeline's predictions.
     pred = pd.read_csv(repo / "data/predictions/mobilenet-bigru.csv")

@@ -29,6 +29,7 @@ class Trained:
     predictions: pd.DataFrame  # val and test rows
     best_epoch: int
     best_val_loss: float
+    history: dict[str, list[float]]  # per epoch: loss, accuracy, val_loss, val_accuracy (as keras logs them)
 
 
 def model_info(backbone: str, head: str, cfg: TrainSettings, preprocessing: dict) -> dict:
@@ -42,40 +43,69 @@ def model_info(backbone: str, head: str, cfg: TrainSettings, preprocessing: dict
             "seed": cfg.seed}
 
 
+def load_features(backbone: str, data: pd.DataFrame, features_dir: str | Path | None) -> tuple[np.ndarray, dict]:
+    """extract's feature cache of ``backbone`` and its metadata; it must be of these split.csv rows."""
+    if features_dir is None:
+        raise ValueError("frozen, unaugmented models train on the feature cache: pass --features")
+    feat_dir = Path(features_dir)
+    inputs = np.load(feat_dir / f"{backbone}.npy")
+    meta = json.loads((feat_dir / f"{backbone}.json").read_text())
+    if meta["row_ids"] != data.row.tolist():
+        raise ValueError(f"{feat_dir}/{backbone}.npy was extracted from another split.csv; "
+                         f"re-run `dvc repro extract@{backbone}`")
+    return inputs, {**meta, "feature_extractor": str(feat_dir / f"{backbone}.keras")}
+
+
+def _finish(model, info: dict, best, hist, data: pd.DataFrame, inputs: np.ndarray, head: str,
+            cfg: TrainSettings, predict_fn: Callable[..., np.ndarray]) -> Trained:
+    """The trained model's record and its val/test predictions."""
+    info = {**info, "best_epoch": best.best_epoch + 1, "epochs_run": len(hist.history["loss"])}
+    rows = data[data.split.isin(["val", "test"])]
+    probs = predict_fn(model, head, rows, inputs[rows.index.to_numpy()], cfg.max_slices)
+    return Trained(model, info, training.predictions_frame(rows, probs), best.best_epoch + 1, float(best.best),
+                   hist.history)
+
+
+def train_cached(backbone: str, heads: list[str], data: pd.DataFrame, cfg: TrainSettings, preprocessing: dict,
+                 features_dir: str | Path | None, callbacks: dict[str, list] | None = None,
+                 progress: dict[str, str] | None = None, workers: int | None = None) -> dict[str, Trained]:
+    """Train several heads of ``backbone`` on its feature cache at once (training.fit_many: each as it would
+    train alone, ``workers`` in parallel); {head: Trained}."""
+    inputs, meta = load_features(backbone, data, features_dir)
+    infos = {}
+    for head in heads:
+        info = model_info(backbone, head, cfg, preprocessing)
+        info.update(input="features", weights=meta["weights"], image_size=meta["image_size"],
+                    preprocess=meta["preprocess"], feature_extractor=meta["feature_extractor"])
+        info["preprocessing"]["image_size"] = meta["image_size"]
+        infos[head] = info
+    fitted = training.fit_many(heads, data, inputs, epochs=cfg.epochs, lr=cfg.lr,
+                               batch_sizes={h: infos[h]["batch_size"] for h in heads}, max_slices=cfg.max_slices,
+                               patience=cfg.patience, callbacks=callbacks, progress=progress, seed=cfg.seed,
+                               workers=workers)
+    data = data.reset_index(drop=True)
+    out = {}
+    for h in heads:
+        model, best, hist = fitted[h]
+        out[h] = _finish(model, infos[h], best, hist, data, inputs, h, cfg, training.predict)
+    return out
+
+
 def train(backbone: str, head: str, data: pd.DataFrame, cfg: TrainSettings, preprocessing: dict,
           features_dir: str | Path | None = None, callbacks: list | None = None, progress: str = "") -> Trained:
     """Train ``backbone``-``head`` on split.csv rows ``data``; raises ValueError / FileNotFoundError /
     backbones.WeightsUnavailable naming the problem."""
-    info = model_info(backbone, head, cfg, preprocessing)
-    batch = info["batch_size"]
     if cfg.cached:
-        if features_dir is None:
-            raise ValueError("frozen, unaugmented models train on the feature cache: pass --features")
-        feat_dir = Path(features_dir)
-        inputs = np.load(feat_dir / f"{backbone}.npy")
-        meta = json.loads((feat_dir / f"{backbone}.json").read_text())
-        if meta["row_ids"] != data.row.tolist():
-            raise ValueError(f"{feat_dir}/{backbone}.npy was extracted from another split.csv; "
-                             f"re-run `dvc repro extract@{backbone}`")
-        info.update(input="features", weights=meta["weights"], image_size=meta["image_size"],
-                    preprocess=meta["preprocess"], feature_extractor=str(feat_dir / f"{backbone}.keras"))
-        info["preprocessing"]["image_size"] = meta["image_size"]
-        predict_fn: Callable[..., np.ndarray] = training.predict
-        model, best, hist = training.fit(head, data, inputs, epochs=cfg.epochs, lr=cfg.lr, batch_size=batch,
-                                         max_slices=cfg.max_slices, patience=cfg.patience,
-                                         callbacks=callbacks or [], progress=progress)
-    else:
-        from saxlevel import finetune
+        return train_cached(backbone, [head], data, cfg, preprocessing, features_dir, {head: callbacks or []},
+                            {head: progress} if progress else None)[head]
+    from saxlevel import finetune
 
-        predict_fn = finetune.predict
-        inputs = finetune.load_images(data.path.tolist(), cfg.image_size)
-        train_rows = data[data.split == "train"]
-        bn_paths = train_rows.sample(n=min(cfg.bn_images, len(train_rows)), random_state=cfg.seed).path.tolist()
-        info.update(input="gray", input_range=[0, 255], padding="NaN slices (RNN stacks)")
-        model, best, hist, facts = finetune.fit(backbone, head, data, inputs, cfg, batch_size=batch,
-                                                bn_paths=bn_paths, callbacks=callbacks or [], progress=progress)
-        info.update(facts)
-    info.update(best_epoch=best.best_epoch + 1, epochs_run=len(hist.history["loss"]))
-    rows = data[data.split.isin(["val", "test"])]
-    probs = predict_fn(model, head, rows, inputs[rows.index.to_numpy()], cfg.max_slices)
-    return Trained(model, info, training.predictions_frame(rows, probs), best.best_epoch + 1, float(best.best))
+    info = model_info(backbone, head, cfg, preprocessing)
+    inputs = finetune.load_images(data.path.tolist(), cfg.image_size)
+    train_rows = data[data.split == "train"]
+    bn_paths = train_rows.sample(n=min(cfg.bn_images, len(train_rows)), random_state=cfg.seed).path.tolist()
+    info.update(input="gray", input_range=[0, 255], padding="NaN slices (RNN stacks)")
+    model, best, hist, facts = finetune.fit(backbone, head, data, inputs, cfg, batch_size=info["batch_size"],
+                                            bn_paths=bn_paths, callbacks=callbacks or [], progress=progress)
+    info.update(facts)
+    return _finish(model, info, best, hist, data, inputs, head, cfg, finetune.predict)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +79,7 @@ def _best_weights_callback(patience: int):
     return BestWeights()
 
 
-def _progress_callback(epochs: int, desc: str):
+def _progress_callback(epochs: int, desc: str, position: int = 0):
     import keras
     from tqdm import tqdm
 
@@ -84,7 +87,7 @@ def _progress_callback(epochs: int, desc: str):
         """A tqdm bar over epochs with the current train / validation loss."""
 
         def on_train_begin(self, logs=None):
-            self.bar = tqdm(total=epochs, desc=desc, unit="epoch")
+            self.bar = tqdm(total=epochs, desc=desc, unit="epoch", position=position)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -97,40 +100,227 @@ def _progress_callback(epochs: int, desc: str):
     return EpochProgress()
 
 
-def fit(head: str, data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: float, batch_size: int,
-        max_slices: int = 25, patience: int = 0, callbacks: list | None = None, verbose: int = 0,
-        progress: str | None = None):
-    """Train on the train split, validate on val; return (model, best-epoch callback, history)."""
+@dataclass
+class History:
+    """Per-epoch logs, as keras' History holds them: loss, accuracy, val_loss, val_accuracy."""
+
+    history: dict[str, list[float]]
+
+
+def fixed_batches(n: int, batch_size: int, rng: np.random.Generator | None) -> np.ndarray:
+    """(batches, batch_size) row indices of one epoch: a seeded permutation (``rng``; None keeps the order),
+    the last batch filled up with -1 (an empty slot: zero weight, so it changes neither loss nor gradient)."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    full = -(-n // batch_size) * batch_size
+    return np.concatenate([order, np.full(full - n, -1)]).reshape(-1, batch_size)
+
+
+# Each padded length is one more XLA compilation (~1-3 s for an RNN head on 2 cores), so a small split is
+# padded to its longest stack and a large one gets up to MAX_BUCKETS lengths, one per BATCHES_PER_BUCKET batches
+# an epoch: the compilations are then paid back by the padding they save.
+MAX_BUCKETS = 6
+BATCHES_PER_BUCKET = 100
+
+
+def bucket_lengths(lengths: np.ndarray, batch_size: int, seed: int = 0) -> list[int]:
+    """The padded lengths a split's batches are cut to: quantiles of the longest stack per batch of a seeded
+    epoch, the last one the split's longest stack."""
+    lengths = np.asarray(lengths)
+    maxima = np.array([lengths[b[b >= 0]].max() for b in fixed_batches(len(lengths), batch_size,
+                                                                        np.random.default_rng(seed))])
+    k = int(np.clip(len(maxima) // BATCHES_PER_BUCKET, 1, MAX_BUCKETS))
+    cuts = np.ceil(np.quantile(maxima, np.arange(1, k + 1) / k)).astype(int)
+    return sorted({*cuts.tolist(), int(lengths.max())})
+
+
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of ``a``; -1 gives an all-zero row (zero features, zero labels, zero weight)."""
+    out = a[np.maximum(idx, 0)]
+    out[idx < 0] = 0
+    return out
+
+
+class Loop:
+    """The paper's training protocol on preloaded arrays, at the hardware's pace.
+
+    Adam on the categorical cross-entropy averaged over the real slices (images) of each batch, padding and
+    empty slots weighted 0, so they count in neither loss nor accuracy: exactly what keras' fit computes with
+    Masking and sample weights. What fit adds per step (Python callbacks, data adapters, one graph call per
+    batch through its generic machinery) costs more than the step itself at Table 4's batch of 2 stacks, so
+    the step is one XLA-compiled function per batch shape, called once per batch. A batch of stacks is cut to
+    the shortest of ``buckets`` that holds its longest stack (bucket_lengths), not to the split's longest:
+    the RNN does not run over padding it does not need."""
+
+    def __init__(self, model, lr: float, x: np.ndarray, y: np.ndarray, w: np.ndarray, batch_size: int,
+                 jit: bool = True, buckets: list[int] | None = None) -> None:
+        import keras
+        import tensorflow as tf
+
+        self.model, self.batch_size = model, batch_size
+        self.x, self.y, self.w = x, y, w
+        self.lengths = (w > 0).sum(axis=1) if w.ndim == 2 else None
+        self.buckets = np.asarray(buckets if buckets else [x.shape[1]] if x.ndim == 3 else [0])
+        self.optimizer = keras.optimizers.Adam(lr)
+        self.optimizer.build(model.trainable_variables)
+        self.jit = jit
+        self.step = tf.function(self._step, jit_compile=jit)
+        self.forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def _step(self, x, y, w):
+        import keras
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            p = self.model(x, training=True)
+            loss = tf.reduce_sum(keras.losses.categorical_crossentropy(y, p) * w) / tf.reduce_sum(w)
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        right = tf.reduce_sum(w * tf.cast(tf.argmax(p, -1) == tf.argmax(y, -1), w.dtype))
+        return loss, right
+
+    def _run_step(self, x, y, w):
+        """One step; where XLA cannot compile the model (some GPU RNN kernels), the same step as a plain graph,
+        with a warning (compilation fails before anything is updated)."""
+        import tensorflow as tf
+
+        try:
+            return self.step(x, y, w)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError) as exc:
+            if not self.jit:
+                raise
+            warnings.warn(f"XLA could not compile the training step ({str(exc).splitlines()[0][:200]}); "
+                          "training it as a plain TensorFlow graph instead (same arithmetic, slower)", stacklevel=2)
+            self.jit, self.step = False, tf.function(self._step)
+            return self.step(x, y, w)
+
+    def epoch(self, rng: np.random.Generator) -> tuple[float, float]:
+        """One pass over the training rows in a seeded order: (mean batch loss weighted by the rows in each
+        batch, as keras reports it; accuracy over the real slices)."""
+        losses, rows, right = [], [], 0.0
+        for idx in fixed_batches(len(self.x), self.batch_size, rng):
+            xb, yb, wb = _take(self.x, idx), _take(self.y, idx), _take(self.w, idx)
+            if self.lengths is not None:  # stacks: cut to the batch's bucket
+                cut = int(self.buckets[np.searchsorted(self.buckets, self.lengths[idx[idx >= 0]].max())])
+                xb, yb, wb = xb[:, :cut], yb[:, :cut], wb[:, :cut]
+            loss, r = self._run_step(xb, yb, wb)
+            losses.append(float(loss))
+            rows.append(int((idx >= 0).sum()))
+            right += float(r)
+        return float(np.average(losses, weights=rows)), right / float(self.w.sum())
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+        """(cross-entropy, accuracy) over every real slice of a split."""
+        p = self.probabilities(x)
+        eps = 1e-7  # keras' clipping of probabilities in the categorical cross-entropy
+        ce = -(y * np.log(np.clip(p, eps, 1 - eps))).sum(-1)
+        right = (p.argmax(-1) == y.argmax(-1)).astype(np.float64)
+        return float((ce * w).sum() / w.sum()), float((right * w).sum() / w.sum())
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """The model's output for every row of ``x`` (inference mode)."""
+        return in_chunks(self.forward, x)
+
+
+def in_chunks(forward, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """``forward`` (a traced inference call) over the rows of ``x``, ``chunk`` rows at a time."""
+    if not len(x):
+        return np.zeros((0, *x.shape[1:-1], len(CLASSES)), np.float32)
+    return np.concatenate([np.asarray(forward(x[i:i + chunk])) for i in range(0, len(x), chunk)])
+
+
+def _arrays(head: str, data: pd.DataFrame, feats: np.ndarray, max_slices: int):
+    """(train arrays, val arrays) of one head: stacks for the RNN heads, single images for dense."""
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    if head in RNN_HEADS:
+        tr, va = make_stacks(train, feats, max_slices), make_stacks(val, feats, max_slices)
+        return (tr.x, tr.y, tr.weight), (va.x, va.y, va.weight)
+    return ((feats[train.index], one_hot(train.label), np.ones(len(train), np.float32)),
+            (feats[val.index], one_hot(val.label), np.ones(len(val), np.float32)))
+
+
+def _epochs(loop: Loop, val_arrays: tuple, cbs, model, epochs: int, seed: int) -> History:
+    """The epoch loop of one model: epoch e's batch order is drawn from (seed, e); the callbacks keep the best
+    weights and may stop it early."""
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    model.stop_training = False
+    cbs.on_train_begin()
+    for epoch in range(epochs):
+        cbs.on_epoch_begin(epoch)
+        loss, acc = loop.epoch(np.random.default_rng([seed, epoch]))
+        val_loss, val_acc = loop.evaluate(*val_arrays)
+        logs = {"loss": loss, "accuracy": acc, "val_loss": val_loss, "val_accuracy": val_acc}
+        for k, v in logs.items():
+            history[k].append(v)
+        cbs.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    cbs.on_train_end()
+    return History(history)
+
+
+def workers_default() -> int:
+    """Models trained at once: one per CPU core (a step at Table 4's batch sizes keeps about one core busy)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def fit_many(heads: list[str], data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: float,
+             batch_sizes: dict[str, int], max_slices: int = 25, patience: int = 0,
+             callbacks: dict[str, list] | None = None, progress: dict[str, str] | None = None, seed: int = 0,
+             jit: bool = True, workers: int | None = None) -> dict[str, tuple]:
+    """Train several heads on the same features, ``workers`` at a time in threads (TensorFlow releases the GIL
+    while a step runs, and one small step keeps about one core busy); return {head: (model, best-epoch
+    callback, history)}. Each head is built right after the seeds are set to ``seed`` and has its own
+    optimizer, batch order and callbacks, so it trains exactly as it would alone: what else trains beside it
+    changes none of its numbers."""
     import keras
 
     data = data.reset_index(drop=True)
-    train, val = data[data.split == "train"], data[data.split == "val"]
-    model = build_head(head, feats.shape[1])
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
-                  weighted_metrics=["accuracy"])
-    best = _best_weights_callback(patience)
-    cbs = [best] + list(callbacks or []) + ([_progress_callback(epochs, progress)] if progress else [])
-    if head in RNN_HEADS:
-        tr, va = make_stacks(train, feats, max_slices), make_stacks(val, feats, max_slices)
-        # Padded positions get weight 0: they count in neither the loss nor the accuracy.
-        hist = model.fit(tr.x, tr.y, sample_weight=tr.weight, validation_data=(va.x, va.y, va.weight),
-                         epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=cbs, verbose=verbose)
-    else:
-        hist = model.fit(feats[train.index], one_hot(train.label),
-                         validation_data=(feats[val.index], one_hot(val.label)),
-                         epochs=epochs, batch_size=batch_size, shuffle=True, callbacks=cbs, verbose=verbose)
-    return model, best, hist
+    callbacks, progress = callbacks or {}, progress or {}
+    jobs = []
+    for i, head in enumerate(heads):  # built one after the other in this thread: seeded initial weights
+        keras.utils.set_random_seed(seed)
+        model = build_head(head, feats.shape[1])
+        (x, y, w), val_arrays = _arrays(head, data, feats, max_slices)
+        buckets = bucket_lengths(w.sum(axis=1).astype(int), batch_sizes[head], seed) if head in RNN_HEADS else None
+        loop = Loop(model, lr, x, y, w, batch_size=batch_sizes[head], jit=jit, buckets=buckets)
+        best = _best_weights_callback(patience)
+        bar = [_progress_callback(epochs, progress[head], position=i)] if head in progress else []
+        cbs = keras.callbacks.CallbackList([best] + list(callbacks.get(head, [])) + bar, model=model)
+        jobs.append((head, model, best, loop, val_arrays, cbs))
+
+    def run(job) -> tuple:
+        head, model, best, loop, val_arrays, cbs = job
+        return head, (model, best, _epochs(loop, val_arrays, cbs, model, epochs, seed))
+
+    n = min(len(jobs), workers or workers_default())
+    if n <= 1:
+        return dict(run(j) for j in jobs)
+    with ThreadPoolExecutor(n, thread_name_prefix="train") as pool:
+        return dict(pool.map(run, jobs))
+
+
+def fit(head: str, data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: float, batch_size: int,
+        max_slices: int = 25, patience: int = 0, callbacks: list | None = None, progress: str | None = None,
+        seed: int = 0, jit: bool = True):
+    """Train one head on the train split, validate on val; return (model, best-epoch callback, history).
+    ``jit``: XLA-compiled steps (False: plain graph, the same arithmetic). See fit_many."""
+    return fit_many([head], data, feats, epochs=epochs, lr=lr, batch_sizes={head: batch_size},
+                    max_slices=max_slices, patience=patience, callbacks={head: callbacks or []},
+                    progress={head: progress} if progress else None, seed=seed, jit=jit)[head]
 
 
 def predict(model, head: str, data: pd.DataFrame, feats: np.ndarray, max_slices: int = 25) -> np.ndarray:
     """Per-image probabilities (N, 5) for ``data``'s rows; ``feats`` is aligned with those rows."""
+    import tensorflow as tf
+
     if len(data) != len(feats):
         raise ValueError(f"{len(data)} rows but {len(feats)} feature vectors")
     data = data.reset_index(drop=True)
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     if head not in RNN_HEADS:
-        return np.asarray(model.predict(feats, verbose=0))
+        return in_chunks(forward, feats)
     st = make_stacks(data, feats, max_slices)
-    probs = np.asarray(model.predict(st.x, verbose=0))
+    probs = in_chunks(forward, st.x)
     out = np.zeros((len(data), len(CLASSES)), np.float32)
     for i, pos in enumerate(st.rows):
         out[pos] = probs[i, : len(pos)]

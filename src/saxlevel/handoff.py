@@ -1,0 +1,179 @@
+"""Models of one backbone trained in one process, handed over to their own train@BACKBONE-HEAD stages.
+
+DVC runs one process per train stage, and each process would pay TensorFlow's start-up and train on two
+cores one small model at a time. So the first of a backbone's train stages to run trains its own head and
+every sibling head of the grid that is not already trained for the same inputs, side by side
+(trainer.train_cached), and leaves each sibling's result in a hand-off folder under the sibling's name and
+the fingerprint of its inputs. When DVC then runs the sibling's stage, the stage finds its result there,
+writes it to its own outputs and removes it, without importing TensorFlow. A result is only ever taken by
+the stage whose inputs have the same fingerprint (code, data, features, settings, library versions), so
+what a stage writes is what it would have trained itself: training.fit_many trains every head exactly as it
+trains alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from saxlevel import catalog
+from saxlevel.params import TrainSettings
+
+ROOT = ".saxlevel/handoff"  # in the repository (git-ignored); SAXLEVEL_HANDOFF=0 turns the hand-over off
+LIBRARIES = ("tensorflow", "keras", "numpy")
+FILES = ("model.keras", "predictions.csv", "result.json")
+
+
+def enabled() -> bool:
+    """Train the siblings along (default), unless SAXLEVEL_HANDOFF is 0 / false / no."""
+    return os.environ.get("SAXLEVEL_HANDOFF", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _md5_files(paths: list[Path], h: hashlib._Hash) -> None:
+    for p in paths:
+        h.update(str(p.name).encode())
+        with open(p, "rb") as f:
+            h.update(hashlib.file_digest(f, "md5").digest())
+
+
+def code_files(repo: Path) -> list[Path]:
+    """The train stage's code: its code deps in dvc.yaml (what makes DVC rerun it), or, without a dvc.yaml,
+    stages/train.py and the whole saxlevel package."""
+    try:
+        deps = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+        return [repo / d for d in deps if isinstance(d, str) and d.endswith(".py")]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return [repo / "stages" / "train.py", *sorted((repo / "src" / "saxlevel").rglob("*.py"))]
+
+
+def inputs_digest(repo: Path, split: Path, png: Path, features: Path, backbone: str) -> str:
+    """What every head of ``backbone`` trains from: code, split.csv, to_png's preprocessing record, the
+    feature cache and the versions of the libraries that do the arithmetic."""
+    h = hashlib.md5()
+    _md5_files([p for p in code_files(repo) if p.exists()], h)
+    _md5_files([split, png / "preprocessing.json", features / f"{backbone}.npy", features / f"{backbone}.json"], h)
+    for lib in LIBRARIES:
+        try:
+            h.update(f"{lib}={metadata.version(lib)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{lib}=absent".encode())
+    return h.hexdigest()
+
+
+def fingerprint(digest: str, backbone: str, head: str, cfg: TrainSettings) -> str:
+    """One model's fingerprint: the shared inputs, its name, its settings and its Table 4 batch size."""
+    record = {"inputs": digest, "backbone": backbone, "head": head, "settings": asdict(cfg),
+              "batch_size": catalog.batch_size(backbone, head)}
+    return hashlib.md5(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def trained_fingerprint(model_path: Path) -> str | None:
+    """The fingerprint recorded in a trained model's saxlevel.json (None: no model, or none recorded)."""
+    try:
+        with zipfile.ZipFile(model_path) as z:
+            return json.loads(z.read("saxlevel.json")).get("fingerprint")
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None
+
+
+class HandOff:
+    """Results left for sibling stages: ROOT/NAME/FINGERPRINT/{model.keras, predictions.csv, result.json}."""
+
+    def __init__(self, root: str | Path = ROOT) -> None:
+        self.root = Path(root)
+
+    def entry(self, name: str, key: str) -> Path:
+        return self.root / name / key
+
+    def has(self, name: str, key: str) -> bool:
+        return all((self.entry(name, key) / f).exists() for f in FILES)
+
+    def put(self, name: str, key: str, write) -> Path:
+        """Leave a result for stage ``name``: ``write(folder)`` fills a temporary folder with FILES, which then
+        replaces any earlier result of that stage at once (older fingerprints can no longer be taken)."""
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".tmp-{key}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            write(tmp)
+            missing = [f for f in FILES if not (tmp / f).exists()]
+            if missing:
+                raise RuntimeError(f"hand-off of {name} lacks {missing}")
+            for old in folder.iterdir():
+                if old != tmp:
+                    shutil.rmtree(old, ignore_errors=True)
+            os.replace(tmp, self.entry(name, key))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.entry(name, key)
+
+    def discard(self, name: str) -> None:
+        """Remove what was left for ``name`` (taken, or no longer wanted)."""
+        shutil.rmtree(self.root / name, ignore_errors=True)
+        for d in (self.root, self.root.parent):
+            try:
+                d.rmdir()  # only when empty
+            except OSError:
+                break
+
+
+def stage_name(backbone: str, head: str) -> str:
+    return f"train@{backbone}-{head}"
+
+
+def siblings_to_train(box: HandOff, digest: str, backbone: str, head: str, heads: list[str], cfg: TrainSettings,
+                      model_out: Path) -> list[str]:
+    """The grid's other heads of ``backbone`` that neither wait in the hand-off nor sit in the workspace
+    already trained for the same fingerprint (their models lie beside ``model_out`` as BACKBONE-HEAD.keras)."""
+    todo = []
+    for h in heads:
+        key = fingerprint(digest, backbone, h, cfg)
+        if h == head or box.has(stage_name(backbone, h), key):
+            continue
+        if trained_fingerprint(model_out.with_name(f"{backbone}-{h}.keras")) != key:
+            todo.append(h)
+    return todo
+
+
+def write_result(folder: Path, trained) -> None:
+    """FILES of one trained model (a trainer.Trained) in ``folder``."""
+    from saxlevel import io
+
+    io.save_keras(folder / "model.keras", trained.model, extra=trained.info)
+    io.write_csv(folder / "predictions.csv", trained.predictions)
+    io.write_json(folder / "result.json", {"best_epoch": trained.best_epoch, "best_val_loss": trained.best_val_loss,
+                                           "epochs_run": trained.info["epochs_run"], "history": trained.history})
+
+
+def publish(folder: Path, model_out: Path, predictions_out: Path, live_dir: Path) -> dict:
+    """A stage's outputs from FILES in ``folder``: the model and predictions copied atomically, the learning
+    curves logged to dvclive as its keras callback logs them (train/..., eval/... per epoch, then the
+    best epoch in the summary). Returns result.json."""
+    from dvclive import Live
+    from dvclive.utils import standardize_metric_name
+
+    from saxlevel import io
+
+    result = json.loads((folder / "result.json").read_text())
+    for src, dst in ((folder / "model.keras", model_out), (folder / "predictions.csv", predictions_out)):
+        io.atomic_write(dst, functools.partial(shutil.copyfile, src))
+    history = result["history"]
+    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        for epoch in range(len(history["loss"])):
+            for metric, values in history.items():
+                live.log_metric(standardize_metric_name(metric, "dvclive.keras"), values[epoch])
+            live.next_step()
+        live.summary["best_epoch"] = result["best_epoch"]
+        live.summary["best_val_loss"] = round(result["best_val_loss"], 5)
+    return result
