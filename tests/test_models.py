@@ -227,3 +227,27 @@ def test_heads_trained_side_by_side_train_exactly_as_alone() -> None:
         assert hist.history == together[head][2].history and best.best_epoch == together[head][1].best_epoch
         np.testing.assert_array_equal(training.predict(model, head, data, feats),
                                       training.predict(together[head][0], head, data, feats))
+
+
+@pytest.mark.parametrize("head", ["lstm2", "bilstm", "gru2", "bigru"])
+def test_training_forward_is_the_model_with_its_gradients(head: str) -> None:
+    """The hoisted input projection computes model(x, training=True) and its gradients, padding included."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(3)
+    model = heads.build_head(head, 16)
+    x = np.random.default_rng(0).normal(size=(3, 7, 16)).astype(np.float32)
+    x[1, 4:] = 0  # a shorter stack
+    x[2, 1:] = 0
+    fast = heads.training_forward(model)
+    assert fast is not None and heads.training_forward(heads.build_head("dense", 16)) is None
+    grads = []
+    for forward in (fast, lambda a: model(a, training=True)):
+        with tf.GradientTape() as tape:
+            p = forward(tf.constant(x))
+            loss = tf.reduce_sum(p[..., 0] * (x[..., 0] != 0))
+        grads.append((np.asarray(p), [np.asarray(g) for g in tape.gradient(loss, model.trainable_variables)]))
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

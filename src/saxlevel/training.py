@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from saxlevel import CLASS_INDEX, CLASSES, STACK_KEY
-from saxlevel.heads import RNN_HEADS, build_head
+from saxlevel.heads import RNN_HEADS, build_head, training_forward
 
 
 @dataclass
@@ -163,6 +163,7 @@ class Loop:
         self.optimizer = keras.optimizers.Adam(lr)
         self.optimizer.build(model.trainable_variables)
         self.jit = jit
+        self.train_forward = training_forward(model) or (lambda x: model(x, training=True))
         self.step = tf.function(self._step, jit_compile=jit)
         self.forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
@@ -171,7 +172,7 @@ class Loop:
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            p = self.model(x, training=True)
+            p = self.train_forward(x)
             loss = tf.reduce_sum(keras.losses.categorical_crossentropy(y, p) * w) / tf.reduce_sum(w)
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply(grads, self.model.trainable_variables)
