@@ -4,11 +4,12 @@
     python benchmarks/rehearsal.py --raw /big/phantom1140 --work /big/run1140 [--backbone mobilenet]
     python benchmarks/rehearsal.py --raw data/phantom --work /tmp/run80 --compare /big/run1140/rehearsal.json
 
-Runs filter_dicom, to_png, split, extract@BACKBONE, train@BACKBONE-dense and train@BACKBONE-bigru exactly as
-DVC does (the stage scripts, params.yaml with data.raw pointed at --raw), one after another, and records per
-stage: wall seconds, items and items/s, peak resident memory of the stage's whole process tree (sampled every
-0.1 s, workers included), and the disk its outputs take. ``--compare`` prints both runs side by side with
-the time per subject ratio (linear scaling: close to 1). Writes WORK/rehearsal.json.
+Runs filter_dicom, to_png, split, extract@BACKBONE and train@BACKBONE-HEAD for the grid's heads exactly as
+DVC does (the stage scripts, params.yaml with data.raw pointed at --raw; the first train stage trains every
+head side by side and the others take their models), one after another, and records per stage: wall seconds,
+items and items/s, peak resident memory of the stage's whole process tree (sampled every 0.1 s, workers
+included), and the disk its outputs take. ``--compare`` prints both runs side by side with the time per
+subject ratio (linear scaling: close to 1). Writes WORK/rehearsal.json.
 """
 
 from __future__ import annotations
@@ -60,14 +61,16 @@ def stages(raw: Path, work: Path, params: Path, backbone: str) -> list[tuple[str
     py = [sys.executable]
     p = ["--params", str(params)]
     train = []
-    for head in ("dense", "bigru"):
+    # every head of the grid, as DVC runs them: the first stage trains them all side by side (saxlevel.handoff)
+    for head in yaml.safe_load(params.read_text())["grid"]["heads"]:
         key = f"{backbone}-{head}"
         train.append((f"train@{key}", py + ["stages/train.py", "--backbone", backbone, "--head", head,
                                             "--split", str(work / "split.csv"), "--png", str(work / "png"),
                                             "--features", str(work / "features"),
                                             "--model-out", str(work / f"models/{key}.keras"),
                                             "--predictions", str(work / f"predictions/{key}.csv"),
-                                            "--live", str(work / f"dvclive/{key}")] + p,
+                                            "--live", str(work / f"dvclive/{key}"),
+                                            "--handoff", str(work / "handoff")] + p,
                       [work / f"models/{key}.keras"], "images"))
     return [
         ("filter_dicom", py + ["stages/filter_dicom.py", "--raw", str(raw), "--out", str(work / "interim"),

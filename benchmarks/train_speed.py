@@ -102,7 +102,7 @@ def floor_seconds(data: Path, backbone: str, head: str, epochs: int, cfg: P.Trai
     x, y, w = (tf.constant(np.stack([training._take(a, b) for b in batches])) for a in arrays)
     loop = training.Loop(build_head(head, feats.shape[1]), cfg.lr, *arrays, batch_size=bs)
 
-    @tf.function
+    @tf.function(jit_compile=True)
     def epoch() -> None:
         for i in tf.range(tf.shape(x)[0]):
             loop.step(x[i], y[i], w[i])

@@ -152,20 +152,48 @@ class Loop:
     the RNN does not run over padding it does not need."""
 
     def __init__(self, model, lr: float, x: np.ndarray, y: np.ndarray, w: np.ndarray, batch_size: int,
-                 jit: bool = True, buckets: list[int] | None = None) -> None:
+                 jit: bool = True, buckets: list[int] | None = None, arrays: tuple | None = None) -> None:
         import keras
         import tensorflow as tf
 
         self.model, self.batch_size = model, batch_size
         self.x, self.y, self.w = x, y, w
+        # The training rows stay in TensorFlow's memory and each step gathers its batch there: per step only
+        # the batch's row numbers cross from Python (``arrays``: the same tensors, shared between models).
+        self.arrays = arrays if arrays is not None else tuple(tf.constant(a) for a in (x, y, w))
         self.lengths = (w > 0).sum(axis=1) if w.ndim == 2 else None
         self.buckets = np.asarray(buckets if buckets else [x.shape[1]] if x.ndim == 3 else [0])
         self.optimizer = keras.optimizers.Adam(lr)
         self.optimizer.build(model.trainable_variables)
-        self.jit = jit
         self.train_forward = training_forward(model) or (lambda x: model(x, training=True))
-        self.step = tf.function(self._step, jit_compile=jit)
         self.forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self._compile(jit)
+
+    def _compile(self, jit: bool) -> None:
+        """One step function per bucket length, traced once for batches of row numbers."""
+        import tensorflow as tf
+
+        self.jit = jit
+        spec = tf.TensorSpec([self.batch_size], tf.int32)
+        self.steps = {int(cut): tf.function(lambda idx, cut=int(cut): self._batch_step(idx, cut), jit_compile=jit,
+                                            input_signature=[spec]) for cut in self.buckets}
+
+    def _batch_step(self, idx, cut: int):
+        """The step on rows ``idx`` of the training arrays (-1: an empty slot), stacks cut to ``cut`` slices."""
+        import tensorflow as tf
+
+        keep = tf.cast(idx >= 0, tf.float32)
+        x, y, w = (tf.gather(a, tf.maximum(idx, 0)) for a in self.arrays)
+        if self.lengths is not None:
+            x, y, w = x[:, :cut], y[:, :cut], w[:, :cut] * keep[:, None]
+            x, y = x * keep[:, None, None], y * keep[:, None, None]
+        else:
+            x, y, w = x * keep[:, None], y * keep[:, None], w * keep
+        return self._step(x, y, w)
+
+    def step(self, x, y, w):
+        """One step on a batch given as arrays (not compiled; the epochs use the compiled batch steps)."""
+        return self._step(x, y, w)
 
     def _step(self, x, y, w):
         import keras
@@ -179,34 +207,34 @@ class Loop:
         right = tf.reduce_sum(w * tf.cast(tf.argmax(p, -1) == tf.argmax(y, -1), w.dtype))
         return loss, right
 
-    def _run_step(self, x, y, w):
-        """One step; where XLA cannot compile the model (some GPU RNN kernels), the same step as a plain graph,
-        with a warning (compilation fails before anything is updated)."""
+    def _run_step(self, idx: np.ndarray, cut: int):
+        """One compiled step; where XLA cannot compile the model (some GPU RNN kernels), the same step as a
+        plain graph, with a warning (compilation fails before anything is updated)."""
         import tensorflow as tf
 
         try:
-            return self.step(x, y, w)
+            return self.steps[cut](idx)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError) as exc:
             if not self.jit:
                 raise
             warnings.warn(f"XLA could not compile the training step ({str(exc).splitlines()[0][:200]}); "
                           "training it as a plain TensorFlow graph instead (same arithmetic, slower)", stacklevel=2)
-            self.jit, self.step = False, tf.function(self._step)
-            return self.step(x, y, w)
+            self._compile(False)
+            return self.steps[cut](idx)
 
     def epoch(self, rng: np.random.Generator) -> tuple[float, float]:
         """One pass over the training rows in a seeded order: (mean batch loss weighted by the rows in each
         batch, as keras reports it; accuracy over the real slices)."""
-        losses, rows, right = [], [], 0.0
-        for idx in fixed_batches(len(self.x), self.batch_size, rng):
-            xb, yb, wb = _take(self.x, idx), _take(self.y, idx), _take(self.w, idx)
-            if self.lengths is not None:  # stacks: cut to the batch's bucket
-                cut = int(self.buckets[np.searchsorted(self.buckets, self.lengths[idx[idx >= 0]].max())])
-                xb, yb, wb = xb[:, :cut], yb[:, :cut], wb[:, :cut]
-            loss, r = self._run_step(xb, yb, wb)
-            losses.append(float(loss))
-            rows.append(int((idx >= 0).sum()))
-            right += float(r)
+        batches = fixed_batches(len(self.x), self.batch_size, rng).astype(np.int32)
+        if self.lengths is not None:  # stacks: each batch cut to its bucket
+            longest = np.where(batches >= 0, self.lengths[np.maximum(batches, 0)], 0).max(axis=1)
+            cuts = self.buckets[np.searchsorted(self.buckets, longest)]
+        else:
+            cuts = np.full(len(batches), self.buckets[0])
+        out = [self._run_step(idx, int(cut)) for idx, cut in zip(batches, cuts)]
+        losses = np.array([float(loss) for loss, _ in out])
+        right = float(sum(float(r) for _, r in out))
+        rows = (batches >= 0).sum(axis=1)
         return float(np.average(losses, weights=rows)), right / float(self.w.sum())
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -277,13 +305,19 @@ def fit_many(heads: list[str], data: pd.DataFrame, feats: np.ndarray, *, epochs:
 
     data = data.reset_index(drop=True)
     callbacks, progress = callbacks or {}, progress or {}
-    jobs = []
+    import tensorflow as tf
+
+    jobs, shared = [], {}
     for i, head in enumerate(heads):  # built one after the other in this thread: seeded initial weights
         keras.utils.set_random_seed(seed)
         model = build_head(head, feats.shape[1])
-        (x, y, w), val_arrays = _arrays(head, data, feats, max_slices)
-        buckets = bucket_lengths(w.sum(axis=1).astype(int), batch_sizes[head], seed) if head in RNN_HEADS else None
-        loop = Loop(model, lr, x, y, w, batch_size=batch_sizes[head], jit=jit, buckets=buckets)
+        kind = head in RNN_HEADS  # stacks or single images: the same arrays for every head of a kind
+        if kind not in shared:
+            (x, y, w), val_arrays = _arrays(head, data, feats, max_slices)
+            shared[kind] = (x, y, w), val_arrays, tuple(tf.constant(a) for a in (x, y, w))
+        (x, y, w), val_arrays, tensors = shared[kind]
+        buckets = bucket_lengths(w.sum(axis=1).astype(int), batch_sizes[head], seed) if kind else None
+        loop = Loop(model, lr, x, y, w, batch_size=batch_sizes[head], jit=jit, buckets=buckets, arrays=tensors)
         best = _best_weights_callback(patience)
         bar = [_progress_callback(epochs, progress[head], position=i)] if head in progress else []
         cbs = keras.callbacks.CallbackList([best] + list(callbacks.get(head, [])) + bar, model=model)
