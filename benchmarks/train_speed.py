@@ -81,6 +81,13 @@ def run_stage(tree: Path, data: Path, backbone: str, head: str, out: Path, hando
             "test_accuracy": float(test_acc), "taken": "trained beside its siblings" in r.stdout}
 
 
+def take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of ``a``; -1 (an empty slot of the last batch) gives an all-zero row, as the stage's step."""
+    out = a[np.maximum(idx, 0)]
+    out[idx < 0] = 0
+    return out
+
+
 def floor_seconds(data: Path, backbone: str, head: str, epochs: int, cfg: P.TrainSettings) -> float:
     """Forward, backward and Adam steps of the head on preloaded fixed-shape batches, ``epochs`` epochs in one
     compiled loop (no data preparation, no Python per batch): what the stage's training could cost at best."""
@@ -90,16 +97,10 @@ def floor_seconds(data: Path, backbone: str, head: str, epochs: int, cfg: P.Trai
 
     split = sio.read_table(data / "data/split.csv")
     feats = np.load(data / "data/features" / f"{backbone}.npy")
-    train = split[split.split == "train"].reset_index(drop=True)
-    rows = split.index[split.split == "train"].to_numpy()
     bs = catalog.batch_size(backbone, head)
-    if head in catalog.RNN_HEADS:
-        st = training.make_stacks(train, feats[rows], cfg.max_slices)
-        arrays = (st.x, st.y, st.weight)
-    else:
-        arrays = (feats[rows], training.one_hot(train.label), np.ones(len(train), np.float32))
+    arrays, _ = training._arrays(head, split.reset_index(drop=True), feats, cfg.max_slices)
     batches = training.fixed_batches(len(arrays[0]), bs, np.random.default_rng(0))
-    x, y, w = (tf.constant(np.stack([training._take(a, b) for b in batches])) for a in arrays)
+    x, y, w = (tf.constant(np.stack([take(a, b) for b in batches])) for a in arrays)
     loop = training.Loop(build_head(head, feats.shape[1]), cfg.lr, *arrays, batch_size=bs)
 
     @tf.function(jit_compile=True)

@@ -133,13 +133,6 @@ def bucket_lengths(lengths: np.ndarray, batch_size: int, seed: int = 0) -> list[
     return sorted({*cuts.tolist(), int(lengths.max())})
 
 
-def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of ``a``; -1 gives an all-zero row (zero features, zero labels, zero weight)."""
-    out = a[np.maximum(idx, 0)]
-    out[idx < 0] = 0
-    return out
-
-
 class Loop:
     """The paper's training protocol on preloaded arrays, at the hardware's pace.
 
@@ -189,13 +182,10 @@ class Loop:
             x, y = x * keep[:, None, None], y * keep[:, None, None]
         else:
             x, y, w = x * keep[:, None], y * keep[:, None], w * keep
-        return self._step(x, y, w)
+        return self.step(x, y, w)
 
     def step(self, x, y, w):
-        """One step on a batch given as arrays (not compiled; the epochs use the compiled batch steps)."""
-        return self._step(x, y, w)
-
-    def _step(self, x, y, w):
+        """One step on a batch given as arrays (traced inside the compiled batch steps, or a caller's loop)."""
         import keras
         import tensorflow as tf
 
@@ -302,11 +292,10 @@ def fit_many(heads: list[str], data: pd.DataFrame, feats: np.ndarray, *, epochs:
     optimizer, batch order and callbacks, so it trains exactly as it would alone: what else trains beside it
     changes none of its numbers."""
     import keras
+    import tensorflow as tf
 
     data = data.reset_index(drop=True)
     callbacks, progress = callbacks or {}, progress or {}
-    import tensorflow as tf
-
     jobs, shared = [], {}
     for i, head in enumerate(heads):  # built one after the other in this thread: seeded initial weights
         keras.utils.set_random_seed(seed)
