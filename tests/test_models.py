@@ -162,8 +162,8 @@ def test_fixed_batches_cover_every_row_once_in_a_seeded_order() -> None:
 
 @pytest.mark.parametrize("jit", [True, False])
 def test_padding_and_empty_slots_count_in_neither_loss_nor_accuracy(jit: bool) -> None:
-    """The same stacks padded to 8 or to 14 slices, 5 stacks in batches of 2 (one empty slot) or of 5 with
-    the stacks repeated as one batch: identical losses, accuracies and weights after an epoch."""
+    """The same stacks padded to their longest or 6 slices more, 5 stacks in batches of 2 (one empty slot):
+    identical losses, accuracies and weights after an epoch (the time loop stops at each batch's longest)."""
     import keras
 
     from saxlevel.heads import build_head
@@ -172,12 +172,11 @@ def test_padding_and_empty_slots_count_in_neither_loss_nor_accuracy(jit: bool) -
     train = data[data.split == "train"].reset_index(drop=True).iloc[:40]
     st = training.make_stacks(train, feats[data.index[data.split == "train"][:40]], 25)
     runs = []
-    lengths = st.weight[:5].sum(axis=1).astype(int)
-    for pad, buckets in ((0, None), (6, None), (6, sorted({int(lengths.min()), int(lengths.max())}))):
+    for pad in (0, 6):
         keras.utils.set_random_seed(1)
         model = build_head("bigru", feats.shape[1])
         x, y, w = (np.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2)) for a in (st.x, st.y, st.weight))
-        loop = training.Loop(model, 0.01, x[:5], y[:5], w[:5], batch_size=2, jit=jit, buckets=buckets)
+        loop = training.Loop(model, 0.01, x[:5], y[:5], w[:5], batch_size=2, jit=jit)
         loss, acc = loop.epoch(np.random.default_rng(0))
         runs.append((loss, acc, loop.evaluate(x, y, w), model.get_weights()))
     l0, a0, e0, w0 = runs[0]
@@ -185,19 +184,6 @@ def test_padding_and_empty_slots_count_in_neither_loss_nor_accuracy(jit: bool) -
         assert l0 == pytest.approx(l1, rel=1e-5) and a0 == a1 and e0 == pytest.approx(e1, rel=1e-5)
         for u, v in zip(w0, w1):
             np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-6)
-
-
-def test_bucket_lengths_grow_with_the_split() -> None:
-    rng = np.random.default_rng(0)
-    small, large = rng.integers(5, 16, 84), rng.integers(5, 26, 2400)
-    assert training.bucket_lengths(small, 2) == [int(small.max())]  # 42 batches: one compilation
-    got = training.bucket_lengths(large, 2)
-    assert 2 <= len(got) <= training.MAX_BUCKETS and got[-1] == large.max() and got == sorted(got)
-    # every batch of every epoch fits a bucket, and most are cut well short of the longest stack
-    for epoch in range(3):
-        maxima = [large[b[b >= 0]].max() for b in training.fixed_batches(len(large), 2, np.random.default_rng(epoch))]
-        cuts = np.asarray(got)[np.searchsorted(got, maxima)]
-        assert (cuts >= maxima).all() and cuts.mean() < 0.9 * large.max()
 
 
 def test_compiled_and_plain_graph_steps_train_alike() -> None:
@@ -241,7 +227,7 @@ def test_training_forward_is_the_model_with_its_gradients(head: str) -> None:
     x[1, 4:] = 0  # a shorter stack
     x[2, 1:] = 0
     fast = heads.training_forward(model)
-    assert fast is not None and heads.training_forward(heads.build_head("dense", 16)) is None
+    assert fast is not None
     grads = []
     for forward in (fast, lambda a: model(a, training=True)):
         with tf.GradientTape() as tape:
@@ -251,3 +237,28 @@ def test_training_forward_is_the_model_with_its_gradients(head: str) -> None:
     np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(grads[0][1], grads[1][1]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_dense_training_forward_is_the_model_with_its_dropout() -> None:
+    """The dense head's training forward is the model's: its layers, and a dropout that zeroes about `rate` of
+    the units, scales the rest by 1 / (1 - rate), draws a new mask each call and repeats under the same seed."""
+    import keras
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32))
+    keras.utils.set_random_seed(3)
+    model = heads.build_head("dense", 16)
+    drop = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dropout))
+    fast = heads.training_forward(model)
+    assert fast is not None
+    h = tf.ones((64, 256))
+    masks = [heads._dropout(drop, h).numpy() for _ in range(2)]
+    for m in masks:
+        assert set(np.unique(m)) == {0.0, 1 / (1 - drop.rate)} and abs((m == 0).mean() - drop.rate) < 0.03
+    assert not np.array_equal(masks[0], masks[1])
+    keras.utils.set_random_seed(3)
+    again = heads.build_head("dense", 16)
+    drop_again = next(layer for layer in again.layers if isinstance(layer, keras.layers.Dropout))
+    np.testing.assert_array_equal(heads._dropout(drop_again, h).numpy(), masks[0])
+    drop.rate = 0.0  # without dropout the training forward is model(x, training=True) to the last digit
+    np.testing.assert_array_equal(np.asarray(fast(x)), np.asarray(model(x, training=True)))
