@@ -5,14 +5,16 @@ Both run as the stages run in `dvc repro`: `python stages/train.py ...` in a fre
 split.csv and feature cache, with the same params.yaml; the previous one is the stage and library of commit PREVIOUS
 (today's implementation before this change, read from the repository's history, no copy kept in the tree),
 interleaved backbone by backbone so that a change in the machine's load hits both. The current stages of one
-backbone run as a group, as DVC runs them: the first trains every head of the grid side by side and hands the
-others their models (saxlevel.handoff), so a group's time is the sum of its stages. The RNN heads are also run as a
+backbone run as a group: the first trains every head side by side and hands the others their models
+(saxlevel.handoff with SAXLEVEL_HANDOFF=backbone; in `dvc repro` the first stage trains the whole grid), so a
+group's time is the sum of its stages. The RNN heads are also run as a
 group of their own, for their ratio. The floor is each head's forward and backward passes and Adam steps on
 batches already in memory, in one compiled loop, for as many epochs as the current stage ran. Needs a
 `dvc repro`'s data/split.csv, data/png and data/features (or --data DIR, a checkout that has them):
 
     python benchmarks/train_speed.py [--backbones mobilenet ...] [--heads dense lstm2 ...] [--data DIR]
     python benchmarks/train_speed.py --synthetic 1012 --epochs 8 --backbones mobilenet --heads dense bigru
+    python benchmarks/train_speed.py --current-only --grid --synthetic 1012 --epochs 27   # the paper-size grid
 
 Default: the paper's grid (4 backbones x 5 heads, random-weight features of the default phantom). --synthetic N
 writes a feature cache of the paper's size instead (N subjects split 58/22/20 %, ED and ES stacks of 8-25 slices
@@ -60,18 +62,21 @@ def previous_tree(dest: Path) -> Path:
     return dest
 
 
-def run_stage(tree: Path, data: Path, backbone: str, head: str, out: Path, handoff: Path | None = None) -> dict:
+def run_stage(tree: Path, data: Path, backbone: str, head: str, out: Path, handoff: Path | None = None,
+              scope: str = "backbone", params: Path | None = None) -> dict:
     """One train@BACKBONE-HEAD run of the stage in ``tree``: wall seconds and what it printed. ``handoff``: the
-    current stage's hand-off folder (the previous stage has none)."""
+    current stage's hand-off folder (the previous stage has none); ``scope``: what its first stage trains along
+    (SAXLEVEL_HANDOFF: its backbone's heads, or the whole grid of ``params``)."""
     name = f"{backbone}-{head}"
-    cmd = [sys.executable, str(tree / "stages" / "train.py"), "--params", str(data / "params.yaml"),
+    cmd = [sys.executable, str(tree / "stages" / "train.py"), "--params", str(params or data / "params.yaml"),
            "--backbone", backbone, "--head", head, "--split", "data/split.csv", "--png", "data/png",
            "--features", "data/features", "--model-out", str(out / f"{name}.keras"),
            "--predictions", str(out / f"{name}.csv"), "--live", str(out / "live" / name)]
     cmd += ["--handoff", str(handoff)] if handoff else []
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=data, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    r = subprocess.run(cmd, cwd=data, capture_output=True, text=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "SAXLEVEL_HANDOFF": scope})
     seconds = time.perf_counter() - t0
     found = DONE.search(r.stdout)
     if r.returncode or not found:
@@ -163,11 +168,31 @@ def run_group(tree: Path, data: Path, backbone: str, heads: list[str], out: Path
     return [run_stage(tree, data, backbone, h, out, out / "handoff" if current else None) for h in heads]
 
 
+def grid_params(data: Path, backbones: list[str], heads: list[str], dest: Path) -> Path:
+    """``data``'s params.yaml with grid.backbones and grid.heads set to the models benchmarked."""
+    import yaml
+
+    prm = P.load(data / "params.yaml")
+    prm["grid"] = {"backbones": backbones, "heads": heads}
+    dest.write_text(yaml.safe_dump(prm, sort_keys=False))
+    return dest
+
+
 def current_only(args: argparse.Namespace) -> int:
-    """The current stages of each backbone as a group, and the group of its RNN heads, without the previous ones."""
+    """The current stages of each backbone as a group, without the previous ones; with --grid, every stage of the
+    grid as one group, as `dvc repro` runs them (the first stage trains all models)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic(Path(tmp) / "synthetic", args.synthetic, args.backbones, args.epochs) \
             if args.synthetic else Path(args.data).resolve()
+        if args.grid:
+            prm = grid_params(data, args.backbones, args.heads, Path(tmp) / "grid.yaml")
+            out, t0, rows = Path(tmp) / "grid", time.perf_counter(), []
+            for b in args.backbones:
+                for h in args.heads:
+                    r = run_stage(REPO, data, b, h, out, out / "handoff", scope="grid", params=prm)
+                    rows.append(f"{b}-{h} {r['seconds']:.0f} s{' taken' if r['taken'] else ''}")
+            print(f"grid: {len(rows)} stages {time.perf_counter() - t0:.0f} s ({', '.join(rows)})", flush=True)
+            return 0
         for b in args.backbones:
             t0 = time.perf_counter()
             now = run_group(REPO, data, b, args.heads, Path(tmp) / f"current-{b}", current=True)
@@ -186,6 +211,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=8, help="with --synthetic: epochs per model (no early stop)")
     ap.add_argument("--current-only", action="store_true",
                     help="time the current stages alone (a projection; no previous run, no ratios)")
+    ap.add_argument("--grid", action="store_true",
+                    help="with --current-only: all stages as one group, the first training every model")
     args = ap.parse_args()
     if args.current_only:
         return current_only(args)

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import tempfile
 
-from saxlevel import handoff, images, io
+from saxlevel import handoff
 from saxlevel import params as P
 from saxlevel.stageutil import parser, run_stage, seed_everything
 
@@ -33,57 +33,74 @@ def main() -> int:
     ap.add_argument("--predictions", required=True)
     ap.add_argument("--live", required=True, help="dvclive folder for this model's learning curves")
     ap.add_argument("--handoff", default=handoff.ROOT,
-                    help=f"where this backbone's sibling models trained along wait for their stages (default {handoff.ROOT})")
+                    help=f"where sibling models trained along wait for their stages (default {handoff.ROOT})")
     args = ap.parse_args()
     name = f"{'train' if args.section == 'train' else 'finetune'}@{args.backbone}-{args.head}"
     prm = P.load(args.params)
     cfg = P.train_settings(prm, args.section, args.backbone)
-    data = io.read_table(args.split)
-    preprocessing = images.read_preprocessing(args.png)
     outs = Path(args.model_out), Path(args.predictions), Path(args.live)
-    if args.section == "train" and cfg.cached and handoff.enabled():
+    scope = handoff.scope()
+    if args.section == "train" and cfg.cached and scope != "off":
         box = handoff.HandOff(args.handoff)
-        digest = handoff.inputs_digest(REPO, Path(args.split), Path(args.png), Path(args.features), args.backbone)
+        paths = Path(args.split), Path(args.png), Path(args.features)
+        digest = handoff.inputs_digest(REPO, *paths, args.backbone)
         key = handoff.fingerprint(digest, args.backbone, args.head, cfg)
         if box.has(name, key):
-            print(f"{name}: trained beside its siblings by an earlier train@{args.backbone}-* stage "
-                  f"(same fingerprint {key}); taken from {box.entry(name, key)}")
+            print(f"{name}: trained beside its siblings by an earlier train stage (same fingerprint {key}); "
+                  f"taken from {box.entry(name, key)}")
         else:
-            heads = [args.head] + handoff.siblings_to_train(box, digest, args.backbone, args.head,
-                                                            list(prm["grid"]["heads"]), cfg, outs[0])
-            if len(heads) > 1:
-                print(f"{name}: training {', '.join(heads[1:])} along (same features); "
-                      f"their stages take them from {box.root}")
-            _train_cached(args.backbone, heads, data, cfg, preprocessing, args.features, box, digest)
+            _train_along(args.backbone, args.head, prm, cfg, digest, paths, outs[0].parent, box, scope == "grid")
         result = handoff.publish(box.entry(name, key), *outs)
         box.discard(name)
     else:
-        from saxlevel import trainer
+        from saxlevel import images, io, trainer
 
         seed_everything(cfg.seed)
-        trained = trainer.train(args.backbone, args.head, data, cfg, preprocessing, args.features, progress=name)
+        trained = trainer.train(args.backbone, args.head, io.read_table(args.split), cfg,
+                                images.read_preprocessing(args.png), args.features, progress=name)
         with tempfile.TemporaryDirectory(dir=outs[0].parent if outs[0].parent.exists() else None) as tmp:
             handoff.write_result(Path(tmp), trained)
             result = handoff.publish(Path(tmp), *outs)
-    pred = io.read_table(args.predictions)
-    acc = {s: float((pred.true == pred.pred)[pred.split == s].mean()) for s in ("val", "test")}
+    acc = result["accuracy"]
     print(f"{name}: best epoch {result['best_epoch']}/{result['epochs_run']} "
           f"(val loss {result['best_val_loss']:.4f}); accuracy val {acc['val']:.3f} test {acc['test']:.3f}")
     return 0
 
 
-def _train_cached(backbone: str, heads: list[str], data, cfg: P.TrainSettings, preprocessing: dict, features: str,
-                  box: handoff.HandOff, digest: str) -> None:
-    """Train ``heads`` of ``backbone`` side by side and leave each in the hand-off under its fingerprint."""
-    from saxlevel import trainer
+def _train_along(backbone: str, head: str, prm: dict, cfg: P.TrainSettings, digest: str, paths: tuple[Path, ...],
+                 models_dir: Path, box: handoff.HandOff, whole_grid: bool) -> None:
+    """Train ``backbone``-``head`` and the siblings that wait for it (its backbone's other heads; with
+    ``whole_grid``, every grid model whose backbone's feature cache is on disk for this split), side by side,
+    and leave each in the hand-off under its fingerprint."""
+    from saxlevel import images, io, trainer
+
+    split, png, features = paths
+    data = io.read_table(split)
+    heads = list(prm["grid"]["heads"])
+    plan = {backbone: (cfg, digest, [head] + handoff.siblings_to_train(box, digest, backbone, heads, cfg, models_dir,
+                                                                       skip=(head,)))}
+    for other in prm["grid"]["backbones"] if whole_grid else []:
+        other_cfg = P.train_settings(prm, "train", other)
+        if other in plan or not other_cfg.cached or not handoff.features_on_disk(features, other, data.row.tolist()):
+            continue
+        other_digest = handoff.inputs_digest(REPO, split, png, features, other)
+        todo = handoff.siblings_to_train(box, other_digest, other, heads, other_cfg, models_dir)
+        if todo:
+            plan[other] = (other_cfg, other_digest, todo)
+    models = [(b, h) for b, (_, _, hs) in plan.items() for h in hs]
+    names = {(b, h): handoff.stage_name(b, h) for b, h in models}
+    if len(models) > 1:
+        print(f"{names[models[0]]}: training {', '.join(n.split('@')[1] for n in list(names.values())[1:])} along "
+              f"(their stages take them from {box.root})")
+
+    def leave(model: tuple[str, str], trained) -> None:
+        b, h = model
+        trained.info["fingerprint"] = handoff.fingerprint(plan[b][1], b, h, plan[b][0])
+        box.put(names[model], trained.info["fingerprint"], lambda folder: handoff.write_result(folder, trained))
 
     seed_everything(cfg.seed)
-    names = {h: handoff.stage_name(backbone, h) for h in heads}
-    trained = trainer.train_cached(backbone, heads, data, cfg, preprocessing, features, progress=names)
-    for h, t in trained.items():
-        key = handoff.fingerprint(digest, backbone, h, cfg)
-        t.info["fingerprint"] = key
-        box.put(names[h], key, lambda folder, t=t: handoff.write_result(folder, t))
+    trainer.train_cached(models, data, {b: c for b, (c, _, _) in plan.items()}, images.read_preprocessing(png),
+                         features, progress=names, done=leave)
 
 
 if __name__ == "__main__":

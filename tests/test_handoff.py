@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def _result(folder: Path, epochs: int = 3, marker: str = "m") -> None:
     hist = {"loss": [1.0 - e / 10 for e in range(epochs)], "accuracy": [0.5] * epochs,
             "val_loss": [1.2 - e / 20 for e in range(epochs)], "val_accuracy": [0.4] * epochs}
     (folder / "result.json").write_text(json.dumps({"best_epoch": epochs, "best_val_loss": hist["val_loss"][-1],
-                                                    "epochs_run": epochs, "history": hist}))
+                                                    "epochs_run": epochs, "accuracy": {"val": 0.4, "test": 1.0}}))
+    handoff.write_curves(folder / "live", hist, epochs, hist["val_loss"][-1])
 
 
 def test_put_replaces_older_results_and_discard_cleans_up(tmp_path: Path) -> None:
@@ -65,6 +67,8 @@ def test_put_replaces_older_results_and_discard_cleans_up(tmp_path: Path) -> Non
     assert (box.entry("train@mobilenet-gru2", "new") / "model.keras").read_text() == "new"
     with pytest.raises(RuntimeError, match="lacks"):  # an incomplete result is never left to be taken
         box.put("train@mobilenet-bigru", "k", lambda f: (f / "model.keras").write_text("x"))
+    with pytest.raises(RuntimeError, match="live"):
+        box.put("train@mobilenet-bigru", "k", lambda f: [_result(f), shutil.rmtree(f / "live")])
     assert not box.has("train@mobilenet-bigru", "k") and not list((box.root / "train@mobilenet-bigru").iterdir())
     box.discard("train@mobilenet-bigru")
     box.discard("train@mobilenet-gru2")
@@ -82,8 +86,30 @@ def test_siblings_to_train_skip_what_is_waiting_or_already_trained(tmp_path: Pat
         with zipfile.ZipFile(models / f"mobilenet-{h}.keras", "w") as z:
             z.writestr("saxlevel.json", json.dumps({"fingerprint": fp}))
     (models / "mobilenet-bigru.keras").write_text("not a model")
-    got = handoff.siblings_to_train(box, "d", "mobilenet", "dense", heads, cfg, models / "mobilenet-dense.keras")
+    got = handoff.siblings_to_train(box, "d", "mobilenet", heads, cfg, models, skip=("dense",))
     assert got == ["gru2", "bigru"]
+    assert handoff.siblings_to_train(box, "d", "mobilenet", heads, cfg, models) == ["dense", "gru2", "bigru"]
+
+
+def test_a_feature_cache_is_trained_along_only_when_it_is_of_this_split(tmp_path: Path) -> None:
+    np.save(tmp_path / "mobilenet.npy", np.zeros((2, 4), np.float32))
+    assert not handoff.features_on_disk(tmp_path, "mobilenet", [0, 1])  # no record
+    (tmp_path / "mobilenet.json").write_text(json.dumps({"row_ids": [0, 1]}))
+    assert handoff.features_on_disk(tmp_path, "mobilenet", [0, 1])
+    assert not handoff.features_on_disk(tmp_path, "mobilenet", [0, 2])  # extracted for another split.csv
+    (tmp_path / "mobilenet.npy").unlink()
+    assert not handoff.features_on_disk(tmp_path, "mobilenet", [0, 1])
+
+
+def test_the_scope_of_the_hand_off_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAXLEVEL_HANDOFF", raising=False)
+    assert handoff.scope() == "grid"
+    for value, want in (("backbone", "backbone"), ("0", "off"), ("off", "off"), ("1", "grid"), ("Grid", "grid")):
+        monkeypatch.setenv("SAXLEVEL_HANDOFF", value)
+        assert handoff.scope() == want
+    monkeypatch.setenv("SAXLEVEL_HANDOFF", "everything")
+    with pytest.raises(ValueError, match="SAXLEVEL_HANDOFF"):
+        handoff.scope()
 
 
 def test_publish_writes_outputs_and_dvclive_curves(tmp_path: Path) -> None:
@@ -91,7 +117,9 @@ def test_publish_writes_outputs_and_dvclive_curves(tmp_path: Path) -> None:
     folder.mkdir()
     _result(folder, epochs=4)
     out = tmp_path / "out"
+    (out / "live" / "plots" / "metrics" / "old").mkdir(parents=True)  # an earlier run's curves are replaced
     result = handoff.publish(folder, out / "m.keras", out / "p.csv", out / "live")
+    assert not (out / "live" / "plots" / "metrics" / "old").exists()
     assert result["epochs_run"] == 4
     assert (out / "m.keras").read_text() == "m" and (out / "p.csv").read_text().startswith("split,")
     summary = json.loads((out / "live" / "metrics.json").read_text())

@@ -215,6 +215,23 @@ def test_heads_trained_side_by_side_train_exactly_as_alone() -> None:
                                       training.predict(together[head][0], head, data, feats))
 
 
+def test_models_on_different_features_trained_together_train_exactly_as_alone() -> None:
+    """iter_fit over two feature matrices of different widths (two backbones): each model gets the numbers it
+    gets alone, and the models come back in the order asked for."""
+    data, narrow = _toy()
+    wide = np.concatenate([narrow, np.random.default_rng(9).normal(size=(len(narrow), 3)).astype(np.float32)], 1)
+    feats = {"a": narrow, "b": wide}
+    models = [("b", "gru2"), ("a", "dense"), ("b", "dense")]
+    kw = dict(epochs=3, lr=0.01, max_slices=25, seed=4)
+    together = list(training.iter_fit(models, data, feats, batch_sizes={m: 2 for m in models}, workers=2, **kw))
+    assert [key for key, _ in together] == models
+    for (name, head), (model, _, hist) in together:
+        alone, _, alone_hist = training.fit(head, data, feats[name], batch_size=2, **kw)
+        assert hist.history == alone_hist.history
+        np.testing.assert_array_equal(training.predict(model, head, data, feats[name]),
+                                      training.predict(alone, head, data, feats[name]))
+
+
 @pytest.mark.parametrize("head", ["lstm2", "bilstm", "gru2", "bigru"])
 def test_training_forward_is_the_model_with_its_gradients(head: str) -> None:
     """The hoisted input projection computes model(x, training=True) and its gradients, padding included."""

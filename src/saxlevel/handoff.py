@@ -1,14 +1,16 @@
-"""Models of one backbone trained in one process, handed over to their own train@BACKBONE-HEAD stages.
+"""Models of the grid trained in one process, handed over to their own train@BACKBONE-HEAD stages.
 
 DVC runs one process per train stage, and each process would pay TensorFlow's start-up and train on two
-cores one small model at a time. So the first of a backbone's train stages to run trains its own head and
-every sibling head of the grid that is not already trained for the same inputs, side by side
-(trainer.train_cached), and leaves each sibling's result in a hand-off folder under the sibling's name and
-the fingerprint of its inputs. When DVC then runs the sibling's stage, the stage finds its result there,
-writes it to its own outputs and removes it, without importing TensorFlow. A result is only ever taken by
-the stage whose inputs have the same fingerprint (code, data, features, settings, library versions), so
-what a stage writes is what it would have trained itself: training.fit_many trains every head exactly as it
-trains alone.
+cores one small model at a time. So the first train stage to run trains its own model and every sibling
+model of the grid that is not already trained for the same inputs and whose backbone's feature cache is
+on disk for the same split.csv, side by side (trainer.train_cached), and leaves each sibling's result in a
+hand-off folder under the sibling's name and the fingerprint of its inputs. (DVC runs every extract stage
+before the first train stage, so in a `dvc repro` those caches are the current ones; a cache that is not,
+say extracted before a parameter changed, gives results whose fingerprint no stage asks for.) When DVC
+then runs the sibling's stage, the stage finds its result there, copies it to its own outputs and removes
+it, without importing TensorFlow, pandas or dvclive. A result is only ever taken by the stage whose inputs
+have the same fingerprint (code, data, features, settings, library versions), so what a stage writes is
+what it would have trained itself: training.iter_fit trains every model exactly as it trains alone.
 """
 
 from __future__ import annotations
@@ -28,14 +30,20 @@ import yaml
 from saxlevel import catalog
 from saxlevel.params import TrainSettings
 
-ROOT = ".saxlevel/handoff"  # in the repository (git-ignored); SAXLEVEL_HANDOFF=0 turns the hand-over off
+ROOT = ".saxlevel/handoff"  # in the repository (git-ignored); SAXLEVEL_HANDOFF: grid (default), backbone, 0 (off)
+SCOPES = {"grid": ("", "1", "true", "yes", "on", "grid"), "backbone": ("backbone",), "off": ("0", "false", "no", "off")}
 LIBRARIES = ("tensorflow", "keras", "numpy")
-FILES = ("model.keras", "predictions.csv", "result.json")
+FILES = ("model.keras", "predictions.csv", "result.json", "live")
 
 
-def enabled() -> bool:
-    """Train the siblings along (default), unless SAXLEVEL_HANDOFF is 0 / false / no."""
-    return os.environ.get("SAXLEVEL_HANDOFF", "1").strip().lower() not in {"0", "false", "no", "off"}
+def scope() -> str:
+    """Which siblings the first train stage trains along, from SAXLEVEL_HANDOFF: the whole grid's (grid, the
+    default), only its own backbone's (backbone), or none (0 / off: every stage trains its own model)."""
+    value = os.environ.get("SAXLEVEL_HANDOFF", "grid").strip().lower()
+    for name, spellings in SCOPES.items():
+        if value in spellings:
+            return name
+    raise ValueError(f"SAXLEVEL_HANDOFF={value!r}: use grid (the default), backbone or 0 (off)")
 
 
 def _md5_files(paths: list[Path], h: hashlib._Hash) -> None:
@@ -86,7 +94,7 @@ def trained_fingerprint(model_path: Path) -> str | None:
 
 
 class HandOff:
-    """Results left for sibling stages: ROOT/NAME/FINGERPRINT/{model.keras, predictions.csv, result.json}."""
+    """Results left for sibling stages: ROOT/NAME/FINGERPRINT/{model.keras, predictions.csv, result.json, live/}."""
 
     def __init__(self, root: str | Path = ROOT) -> None:
         self.root = Path(root)
@@ -132,18 +140,28 @@ def stage_name(backbone: str, head: str) -> str:
     return f"train@{backbone}-{head}"
 
 
-def siblings_to_train(box: HandOff, digest: str, backbone: str, head: str, heads: list[str], cfg: TrainSettings,
-                      model_out: Path) -> list[str]:
-    """The grid's other heads of ``backbone`` that neither wait in the hand-off nor sit in the workspace
-    already trained for the same fingerprint (their models lie beside ``model_out`` as BACKBONE-HEAD.keras)."""
+def siblings_to_train(box: HandOff, digest: str, backbone: str, heads: list[str], cfg: TrainSettings,
+                      models_dir: Path, skip: tuple[str, ...] = ()) -> list[str]:
+    """The ``heads`` of ``backbone`` (less ``skip``) that neither wait in the hand-off nor sit in the workspace
+    already trained for the same fingerprint (their models lie in ``models_dir`` as BACKBONE-HEAD.keras)."""
     todo = []
     for h in heads:
         key = fingerprint(digest, backbone, h, cfg)
-        if h == head or box.has(stage_name(backbone, h), key):
+        if h in skip or box.has(stage_name(backbone, h), key):
             continue
-        if trained_fingerprint(model_out.with_name(f"{backbone}-{h}.keras")) != key:
+        if trained_fingerprint(models_dir / f"{backbone}-{h}.keras") != key:
             todo.append(h)
     return todo
+
+
+def features_on_disk(features: Path, backbone: str, row_ids: list) -> bool:
+    """extract's cache of ``backbone`` is there and of these split.csv rows (else, not trained along: its own
+    stage trains it after its extract stage)."""
+    try:
+        meta = json.loads((features / f"{backbone}.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (features / f"{backbone}.npy").exists() and meta.get("row_ids") == row_ids
 
 
 def write_result(folder: Path, trained) -> None:
@@ -152,28 +170,37 @@ def write_result(folder: Path, trained) -> None:
 
     io.save_keras(folder / "model.keras", trained.model, extra=trained.info)
     io.write_csv(folder / "predictions.csv", trained.predictions)
+    pred = trained.predictions
+    accuracy = {s: float((pred.true == pred.pred)[pred.split == s].mean()) for s in ("val", "test")}
     io.write_json(folder / "result.json", {"best_epoch": trained.best_epoch, "best_val_loss": trained.best_val_loss,
-                                           "epochs_run": trained.info["epochs_run"], "history": trained.history})
+                                           "epochs_run": trained.info["epochs_run"], "accuracy": accuracy})
+    write_curves(folder / "live", trained.history, trained.best_epoch, trained.best_val_loss)
 
 
-def publish(folder: Path, model_out: Path, predictions_out: Path, live_dir: Path) -> dict:
-    """A stage's outputs from FILES in ``folder``: the model and predictions copied atomically, the learning
-    curves logged to dvclive as its keras callback logs them (train/..., eval/... per epoch, then the
-    best epoch in the summary). Returns result.json."""
+def write_curves(live_dir: Path, history: dict[str, list[float]], best_epoch: int, best_val_loss: float) -> None:
+    """The learning curves in dvclive's folder layout, logged as its keras callback logs them (train/...,
+    eval/... per epoch, then the best epoch in the summary). Written with the model, so that the stage that
+    takes a model from the hand-off copies them and imports neither dvclive nor pandas."""
     from dvclive import Live
     from dvclive.utils import standardize_metric_name
 
-    from saxlevel import io
-
-    result = json.loads((folder / "result.json").read_text())
-    for src, dst in ((folder / "model.keras", model_out), (folder / "predictions.csv", predictions_out)):
-        io.atomic_write(dst, functools.partial(shutil.copyfile, src))
-    history = result["history"]
     with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         for epoch in range(len(history["loss"])):
             for metric, values in history.items():
                 live.log_metric(standardize_metric_name(metric, "dvclive.keras"), values[epoch])
             live.next_step()
-        live.summary["best_epoch"] = result["best_epoch"]
-        live.summary["best_val_loss"] = round(result["best_val_loss"], 5)
+        live.summary["best_epoch"] = best_epoch
+        live.summary["best_val_loss"] = round(best_val_loss, 5)
+
+
+def publish(folder: Path, model_out: Path, predictions_out: Path, live_dir: Path) -> dict:
+    """A stage's outputs from FILES in ``folder``, each replaced atomically: the model, the predictions and the
+    dvclive folder of learning curves. Returns result.json."""
+    from saxlevel import io
+
+    result = json.loads((folder / "result.json").read_text())
+    for src, dst in ((folder / "model.keras", model_out), (folder / "predictions.csv", predictions_out)):
+        io.atomic_write(dst, functools.partial(shutil.copyfile, src))
+    with io.staged_dir(live_dir) as tmp:
+        shutil.copytree(folder / "live", tmp, dirs_exist_ok=True)
     return result

@@ -9,9 +9,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -61,6 +62,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """A CSV of this project (index, labels, split, predictions) with its ``subject`` column read as the ids
     it names: all plain numbers -> ints (Kaggle), otherwise every id a string, so ``0042`` and ``patient001``
     keep their names and one table never mixes the two kinds."""
+    import pandas as pd  # here, not at the top: the train stage that only takes its model never needs pandas
+
     return with_subject_ids(pd.read_csv(path, dtype={"subject": str}))
 
 

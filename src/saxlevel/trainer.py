@@ -66,28 +66,42 @@ def _finish(model, info: dict, best, hist, data: pd.DataFrame, inputs: np.ndarra
                    hist.history)
 
 
-def train_cached(backbone: str, heads: list[str], data: pd.DataFrame, cfg: TrainSettings, preprocessing: dict,
-                 features_dir: str | Path | None, callbacks: dict[str, list] | None = None,
-                 progress: dict[str, str] | None = None, workers: int | None = None) -> dict[str, Trained]:
-    """Train several heads of ``backbone`` on its feature cache at once (training.fit_many: each as it would
-    train alone, ``workers`` in parallel); {head: Trained}."""
-    inputs, meta = load_features(backbone, data, features_dir)
-    infos = {}
-    for head in heads:
-        info = model_info(backbone, head, cfg, preprocessing)
-        info.update(input="features", weights=meta["weights"], image_size=meta["image_size"],
-                    preprocess=meta["preprocess"], feature_extractor=meta["feature_extractor"])
-        info["preprocessing"]["image_size"] = meta["image_size"]
-        infos[head] = info
-    fitted = training.fit_many(heads, data, inputs, epochs=cfg.epochs, lr=cfg.lr,
-                               batch_sizes={h: infos[h]["batch_size"] for h in heads}, max_slices=cfg.max_slices,
-                               patience=cfg.patience, callbacks=callbacks, progress=progress, seed=cfg.seed,
-                               workers=workers)
+def cached_info(backbone: str, head: str, cfg: TrainSettings, preprocessing: dict, meta: dict) -> dict:
+    """The saxlevel.json of a head trained on ``backbone``'s feature cache (``meta``: the cache's record)."""
+    info = model_info(backbone, head, cfg, preprocessing)
+    info.update(input="features", weights=meta["weights"], image_size=meta["image_size"],
+                preprocess=meta["preprocess"], feature_extractor=meta["feature_extractor"])
+    info["preprocessing"]["image_size"] = meta["image_size"]
+    return info
+
+
+def train_cached(models: list[tuple[str, str]], data: pd.DataFrame, cfgs: dict[str, TrainSettings],
+                 preprocessing: dict, features_dir: str | Path | None, callbacks: dict[tuple, list] | None = None,
+                 progress: dict[tuple, str] | None = None, workers: int | None = None,
+                 done: Callable[[tuple[str, str], Trained], None] | None = None) -> dict[tuple[str, str], Trained]:
+    """Train several (backbone, head) models on their backbones' feature caches at once (training.iter_fit:
+    each as it would train alone, ``workers`` in parallel; ``cfgs``: each backbone's settings, which may differ
+    in nothing the fitting reads); {(backbone, head): Trained}. ``done(key, trained)`` is called for each
+    model as soon as it is finished, while later ones still train."""
+    backbones = list(dict.fromkeys(b for b, _ in models))
+    first = cfgs[backbones[0]]
+    fitting = ("epochs", "lr", "max_slices", "patience", "seed")
+    for b in backbones:
+        if any(getattr(cfgs[b], f) != getattr(first, f) for f in fitting):
+            raise ValueError(f"{b} and {backbones[0]} train with different settings; train them separately")
+    loaded = {b: load_features(b, data, features_dir) for b in backbones}
+    infos = {(b, h): cached_info(b, h, cfgs[b], preprocessing, loaded[b][1]) for b, h in models}
+    fitted = training.iter_fit(models, data, {b: inputs for b, (inputs, _) in loaded.items()}, epochs=first.epochs,
+                               lr=first.lr, batch_sizes={k: infos[k]["batch_size"] for k in models},
+                               max_slices=first.max_slices, patience=first.patience, callbacks=callbacks,
+                               progress=progress, seed=first.seed, workers=workers)
     data = data.reset_index(drop=True)
     out = {}
-    for h in heads:
-        model, best, hist = fitted[h]
-        out[h] = _finish(model, infos[h], best, hist, data, inputs, h, cfg, training.predict)
+    for key, (model, best, hist) in fitted:
+        b, h = key
+        out[key] = _finish(model, infos[key], best, hist, data, loaded[b][0], h, cfgs[b], training.predict)
+        if done is not None:
+            done(key, out[key])
     return out
 
 
@@ -96,8 +110,9 @@ def train(backbone: str, head: str, data: pd.DataFrame, cfg: TrainSettings, prep
     """Train ``backbone``-``head`` on split.csv rows ``data``; raises ValueError / FileNotFoundError /
     backbones.WeightsUnavailable naming the problem."""
     if cfg.cached:
-        return train_cached(backbone, [head], data, cfg, preprocessing, features_dir, {head: callbacks or []},
-                            {head: progress} if progress else None)[head]
+        key = (backbone, head)
+        return train_cached([key], data, {backbone: cfg}, preprocessing, features_dir, {key: callbacks or []},
+                            {key: progress} if progress else None)[key]
     from saxlevel import finetune
 
     info = model_info(backbone, head, cfg, preprocessing)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -142,7 +144,7 @@ class Loop:
         self.optimizer = keras.optimizers.Adam(lr)
         self.optimizer.build(model.trainable_variables)
         self.train_forward = training_forward(model) or (lambda x: model(x, training=True))
-        self.forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        self.forward = inference(model)
         self._compile(jit)
 
     def _compile(self, jit: bool) -> None:
@@ -151,7 +153,7 @@ class Loop:
 
         self.jit = jit
         spec = tf.TensorSpec([-(-len(self.x) // self.batch_size), self.batch_size], tf.int32)
-        self.run_epoch = tf.function(self._epoch_steps, jit_compile=jit, input_signature=[spec])
+        self.run_epoch = tf.function(self._epoch_steps, jit_compile=jit, input_signature=[spec], autograph=False)
 
     def _epoch_steps(self, batches):
         """Every batch's step, in order: (loss, right slices) per batch."""
@@ -226,6 +228,22 @@ class Loop:
         return in_chunks(self.forward, x)
 
 
+_INFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def inference(model):
+    """model(x, training=False) as one traced function for any number of rows (and of slices), kept with the
+    model: validation each epoch and the final predictions share one trace (tracing holds Python's lock, so
+    with many models trained side by side every trace saved is time saved)."""
+    import tensorflow as tf
+
+    if model not in _INFERENCE:
+        shape = model.inputs[0].shape
+        spec = tf.TensorSpec([None] * (len(shape) - 1) + [shape[-1]], tf.float32)
+        _INFERENCE[model] = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
+    return _INFERENCE[model]
+
+
 def in_chunks(forward, x: np.ndarray, chunk: int = 256) -> np.ndarray:
     """``forward`` (a traced inference call) over the rows of ``x``, ``chunk`` rows at a time."""
     if not len(x):
@@ -268,44 +286,61 @@ def workers_default() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def fit_many(heads: list[str], data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: float,
-             batch_sizes: dict[str, int], max_slices: int = 25, patience: int = 0,
-             callbacks: dict[str, list] | None = None, progress: dict[str, str] | None = None, seed: int = 0,
-             jit: bool = True, workers: int | None = None) -> dict[str, tuple]:
-    """Train several heads on the same features, ``workers`` at a time in threads (TensorFlow releases the GIL
-    while a step runs, and one small step keeps about one core busy); return {head: (model, best-epoch
-    callback, history)}. Each head is built right after the seeds are set to ``seed`` and has its own
-    optimizer, batch order and callbacks, so it trains exactly as it would alone: what else trains beside it
-    changes none of its numbers."""
+Model = tuple[str, str]  # (name of the feature matrix it trains on, head)
+
+
+def iter_fit(models: list[Model], data: pd.DataFrame, feats: dict[str, np.ndarray], *, epochs: int, lr: float,
+             batch_sizes: dict[Model, int], max_slices: int = 25, patience: int = 0,
+             callbacks: dict[Model, list] | None = None, progress: dict[Model, str] | None = None, seed: int = 0,
+             jit: bool = True, workers: int | None = None) -> Iterator[tuple[Model, tuple]]:
+    """Train several models, each a head on one of the feature matrices ``feats``, ``workers`` at a time in
+    threads (TensorFlow releases the GIL while a step runs, and one small step keeps about one core busy);
+    yield (model key, (model, best-epoch callback, history)) in the order of ``models``, each as soon as it and
+    those before it are trained, so the caller can finish one (predict, save) while the others train. Each
+    head is built right after the seeds are set to ``seed`` and has its own optimizer, batch order and
+    callbacks, so it trains exactly as it would alone: what else trains beside it changes none of its numbers."""
     import keras
     import tensorflow as tf
 
     data = data.reset_index(drop=True)
     callbacks, progress = callbacks or {}, progress or {}
     jobs, shared = [], {}
-    for i, head in enumerate(heads):  # built one after the other in this thread: seeded initial weights
+    for i, key in enumerate(models):  # built one after the other in this thread: seeded initial weights
+        name, head = key
         keras.utils.set_random_seed(seed)
-        model = build_head(head, feats.shape[1])
-        kind = head in RNN_HEADS  # stacks or single images: the same arrays for every head of a kind
+        model = build_head(head, feats[name].shape[1])
+        kind = (name, head in RNN_HEADS)  # stacks or single images: the same arrays for every head of a kind
         if kind not in shared:
-            (x, y, w), val_arrays = _arrays(head, data, feats, max_slices)
+            (x, y, w), val_arrays = _arrays(head, data, feats[name], max_slices)
             shared[kind] = (x, y, w), val_arrays, tuple(tf.constant(a) for a in (x, y, w))
         (x, y, w), val_arrays, tensors = shared[kind]
-        loop = Loop(model, lr, x, y, w, batch_size=batch_sizes[head], jit=jit, arrays=tensors)
+        loop = Loop(model, lr, x, y, w, batch_size=batch_sizes[key], jit=jit, arrays=tensors)
         best = _best_weights_callback(patience)
-        bar = [_progress_callback(epochs, progress[head], position=i)] if head in progress else []
-        cbs = keras.callbacks.CallbackList([best] + list(callbacks.get(head, [])) + bar, model=model)
-        jobs.append((head, model, best, loop, val_arrays, cbs))
+        bar = [_progress_callback(epochs, progress[key], position=i)] if key in progress else []
+        cbs = keras.callbacks.CallbackList([best] + list(callbacks.get(key, [])) + bar, model=model)
+        jobs.append((key, model, best, loop, val_arrays, cbs))
 
     def run(job) -> tuple:
-        head, model, best, loop, val_arrays, cbs = job
-        return head, (model, best, _epochs(loop, val_arrays, cbs, model, epochs, seed))
+        key, model, best, loop, val_arrays, cbs = job
+        return key, (model, best, _epochs(loop, val_arrays, cbs, model, epochs, seed))
 
     n = min(len(jobs), workers or workers_default())
     if n <= 1:
-        return dict(run(j) for j in jobs)
+        yield from map(run, jobs)
+        return
     with ThreadPoolExecutor(n, thread_name_prefix="train") as pool:
-        return dict(pool.map(run, jobs))
+        yield from pool.map(run, jobs)
+
+
+def fit_many(heads: list[str], data: pd.DataFrame, feats: np.ndarray, *, batch_sizes: dict[str, int],
+             callbacks: dict[str, list] | None = None, progress: dict[str, str] | None = None,
+             **kw) -> dict[str, tuple]:
+    """Several heads on the same features (iter_fit); {head: (model, best-epoch callback, history)}."""
+    key = {h: ("", h) for h in heads}
+    fitted = iter_fit([key[h] for h in heads], data, {"": feats}, batch_sizes={key[h]: batch_sizes[h] for h in heads},
+                      callbacks={key[h]: c for h, c in (callbacks or {}).items()},
+                      progress={key[h]: p for h, p in (progress or {}).items()}, **kw)
+    return {k[1]: result for k, result in fitted}
 
 
 def fit(head: str, data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: float, batch_size: int,
@@ -320,12 +355,10 @@ def fit(head: str, data: pd.DataFrame, feats: np.ndarray, *, epochs: int, lr: fl
 
 def predict(model, head: str, data: pd.DataFrame, feats: np.ndarray, max_slices: int = 25) -> np.ndarray:
     """Per-image probabilities (N, 5) for ``data``'s rows; ``feats`` is aligned with those rows."""
-    import tensorflow as tf
-
     if len(data) != len(feats):
         raise ValueError(f"{len(data)} rows but {len(feats)} feature vectors")
     data = data.reset_index(drop=True)
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    forward = inference(model)
     if head not in RNN_HEADS:
         return in_chunks(forward, feats)
     st = make_stacks(data, feats, max_slices)
