@@ -76,12 +76,12 @@ def _train_along(backbone: str, head: str, prm: dict, cfg: P.TrainSettings, dige
 
     split, png, features = paths
     data = io.read_table(split)
-    heads = list(prm["grid"]["heads"])
+    heads, row_ids = list(prm["grid"]["heads"]), data.row.tolist()
     plan = {backbone: (cfg, digest, [head] + handoff.siblings_to_train(box, digest, backbone, heads, cfg, models_dir,
                                                                        skip=(head,)))}
     for other in prm["grid"]["backbones"] if whole_grid else []:
         other_cfg = P.train_settings(prm, "train", other)
-        if other in plan or not other_cfg.cached or not handoff.features_on_disk(features, other, data.row.tolist()):
+        if other in plan or not other_cfg.cached or not handoff.features_on_disk(features, other, row_ids):
             continue
         other_digest = handoff.inputs_digest(REPO, split, png, features, other)
         todo = handoff.siblings_to_train(box, other_digest, other, heads, other_cfg, models_dir)
@@ -90,7 +90,7 @@ def _train_along(backbone: str, head: str, prm: dict, cfg: P.TrainSettings, dige
     models = [(b, h) for b, (_, _, hs) in plan.items() for h in hs]
     names = {(b, h): handoff.stage_name(b, h) for b, h in models}
     if len(models) > 1:
-        print(f"{names[models[0]]}: training {', '.join(n.split('@')[1] for n in list(names.values())[1:])} along "
+        print(f"{names[models[0]]}: training {', '.join(f'{b}-{h}' for b, h in models[1:])} along "
               f"(their stages take them from {box.root})")
 
     def leave(model: tuple[str, str], trained) -> None:
