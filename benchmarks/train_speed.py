@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -50,13 +51,13 @@ PREVIOUS = "893fa98"
 DONE = re.compile(r"best epoch (\d+)/(\d+) \(val loss ([0-9.]+)\); accuracy val ([0-9.]+) test ([0-9.]+)")
 
 
-def previous_tree(dest: Path) -> Path:
-    """stages/ and src/ of commit PREVIOUS, unpacked at ``dest``."""
+def previous_tree(dest: Path, commit: str = PREVIOUS) -> Path:
+    """stages/ and src/ of ``commit``, unpacked at ``dest``."""
     try:
-        blob = subprocess.run(["git", "archive", PREVIOUS, "stages", "src"], cwd=REPO, check=True,
+        blob = subprocess.run(["git", "archive", commit, "stages", "src"], cwd=REPO, check=True,
                               capture_output=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise SystemExit(f"cannot read commit {PREVIOUS} from git history ({exc}): run in a full clone") from None
+        raise SystemExit(f"cannot read commit {commit} from git history ({exc}): run in a full clone") from None
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         tar.extractall(dest, filter="data")
     return dest
@@ -120,16 +121,11 @@ def floor_seconds(data: Path, backbone: str, head: str, epochs: int, cfg: P.Trai
     return time.perf_counter() - t0
 
 
-def synthetic(dest: Path, subjects: int, backbones: list[str], epochs: int) -> Path:
-    """A checkout-like folder with a paper-size split.csv, feature caches and params.yaml (see the docstring)."""
-    import json
-
-    import pandas as pd
-    import yaml
-
+def synthetic_split(subjects: int, rng: np.random.Generator) -> pd.DataFrame:
+    """A paper-size split.csv: ``subjects`` split 58/22/20 %, ED and ES stacks of 8-25 slices (~11 on average,
+    like the Kaggle-size phantom's) whose levels rise apex to base; PNG paths relative, no images."""
     from saxlevel import CLASSES
 
-    rng = np.random.default_rng(0)
     rows = []
     for s in range(1, subjects + 1):
         split = "train" if s % 50 < 29 else "val" if s % 50 < 40 else "test"
@@ -142,6 +138,19 @@ def synthetic(dest: Path, subjects: int, backbones: list[str], epochs: int) -> P
                              "label": CLASSES[int(np.searchsorted(bounds, k, side="right"))]})
     table = pd.DataFrame(rows)
     table.insert(0, "row", np.arange(len(table)))
+    return table
+
+
+def synthetic(dest: Path, subjects: int, backbones: list[str], epochs: int) -> Path:
+    """A checkout-like folder with a paper-size split.csv, feature caches and params.yaml (see the docstring)."""
+    import json
+
+    import yaml
+
+    from saxlevel import CLASSES
+
+    rng = np.random.default_rng(0)
+    table = synthetic_split(subjects, rng)
     (dest / "data" / "png").mkdir(parents=True)
     (dest / "data" / "features").mkdir()
     sio.write_csv(dest / "data" / "split.csv", table)

@@ -72,6 +72,26 @@ def test_ordered_never_decreases_and_fixes_impossible_sequence() -> None:
         assert (np.diff(decode.ordered(rng.dirichlet(np.ones(5), size=25))) >= 0).all()
 
 
+def test_decode_stacks_decodes_all_stacks_together_as_one_at_a_time() -> None:
+    """Stacks of different lengths, rows shuffled and ids interleaved, ties between levels (rounded probabilities):
+    the batched dynamic programme gives each stack what the brute force (short stacks) and ``ordered`` of that
+    stack alone give."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 7, 30)
+    probs = np.round(rng.dirichlet(np.ones(5) * 0.5, size=lengths.sum()), 1)
+    ids = np.repeat([f"s{i}" for i in range(len(lengths))], lengths)
+    order = np.concatenate([rng.permutation(n) for n in lengths])
+    shuffle = rng.permutation(len(ids))
+    probs, ids, order = probs[shuffle], ids[shuffle], order[shuffle]
+    got = decode.decode_stacks(probs, ids, order, "ordered")
+    for sid in np.unique(ids):
+        rows = np.nonzero(ids == sid)[0]
+        rows = rows[np.argsort(order[rows])]
+        assert (got[rows] == decode.ordered(probs[rows])).all()
+        if len(rows) <= 5:
+            assert tuple(got[rows]) == _brute(np.clip(probs[rows], 1e-12, None))
+
+
 def test_decode_stacks_respects_order_column() -> None:
     p = np.array([[0, 0, 0, .1, .9], [.9, .1, 0, 0, 0]]) + 1e-3  # rows listed base first
     got = decode.decode_stacks(p, np.array(["s", "s"]), np.array([1, 0]), "ordered")
@@ -123,15 +143,16 @@ def test_vectorised_bootstrap_matches_sklearn_per_resample() -> None:
     probs[np.arange(n), y] += 0.3
     probs = np.round(probs / probs.sum(1, keepdims=True), 2)  # rounding creates ties
     pred = probs.argmax(1)
-    w = metrics.bootstrap_weights(subjects, 5, seed=1)
-    cms = metrics.weighted_confusions(y, pred, w)
+    counts, subject = metrics.bootstrap_counts(subjects, 5, seed=1)
+    assert (counts.sum(axis=1) == 12).all() and (subjects[np.unique(subject, return_index=True)[1]] == np.arange(12)).all()
+    cms = metrics.weighted_confusions(y, pred, counts, subject)
     for r in range(5):
-        rows = np.repeat(np.arange(n), w[r].astype(int))
+        rows = np.repeat(np.arange(n), counts[r, subject].astype(int))  # every row of a subject once per draw
         yb, pb = y[rows], pred[rows]
         assert (cms[r] == metrics.confusion_matrix(yb, pb, labels=metrics.LABELS)).all()
         for k in range(5):
             if 0 < (yb == k).sum() < len(yb):
-                got = metrics._auc_ovr_weighted(probs[:, k], y == k, w[r : r + 1])[0]
+                got = metrics._auc_ovr_weighted(probs[:, k], y == k, counts[r : r + 1], subject)[0]
                 assert got == pytest.approx(roc_auc_score(yb == k, probs[rows, k]))
         f1 = f1_score(yb, pb, labels=metrics.LABELS, average=None, zero_division=0)
         tp = np.diag(cms[r])

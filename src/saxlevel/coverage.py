@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASS_INDEX, CLASSES
+from saxlevel import CLASS_INDEX, CLASSES, decode
 
 OAP, OBS = CLASS_INDEX["oap"], CLASS_INDEX["obs"]
 ENDS = ("apex", "base")
@@ -88,11 +88,8 @@ def detection(truth_missing: np.ndarray, pred_missing: np.ndarray) -> dict:
 
 def stack_ends(levels: np.ndarray, stack_ids: np.ndarray, order: np.ndarray) -> dict[str, tuple[bool, bool]]:
     """(apex covered, base covered) per stack id of a table's level indices (rows in any order)."""
-    out = {}
-    for sid in np.unique(stack_ids):
-        idx = np.nonzero(stack_ids == sid)[0]
-        out[str(sid)] = ends_covered(levels[idx[np.argsort(order[idx], kind="stable")]])
-    return out
+    uniq, stacks = decode.stack_rows(stack_ids, order)
+    return {str(sid): ends_covered(levels[rows]) for sid, rows in zip(uniq, stacks)}
 
 
 def coverage_detection(true_levels: np.ndarray, pred_levels: np.ndarray, stack_ids: np.ndarray,
