@@ -17,7 +17,8 @@ from saxlevel.stageutil import StageError, parser, run_stage
 def main() -> int:
     ap = parser(__doc__)
     ap.add_argument("--index", required=True, help="filter_dicom's index.csv")
-    ap.add_argument("--out", required=True, help="PNG folder (index.csv, excluded.csv, preprocessing.json inside)")
+    ap.add_argument("--out", required=True,
+                    help="PNG folder (index.csv, excluded.csv, frames.csv, preprocessing.json inside)")
     ap.add_argument("--metrics", help="to_png metrics JSON (frame hit rate when --truth is given)")
     ap.add_argument("--truth", help="phantom truth.json, to report the ED/ES hit rate (skipped if absent)")
     ap.add_argument("--ed-frame")
@@ -34,6 +35,7 @@ def main() -> int:
             raise StageError(f"all {index.subject.nunique()} subjects excluded, nothing to write; first reason: {first}")
         io.write_csv(tmp / "index.csv", result.index)
         io.write_csv(tmp / "excluded.csv", result.excluded)
+        io.write_csv(tmp / pngs.FRAMES_FILE, result.frames)
         if result.labels:  # a segmented source: levels from the contours (-S data.labels=data/png/labels.csv)
             io.write_csv(tmp / pngs.LABELS_FILE, pd.DataFrame(result.labels))
         io.write_json(tmp / images.PREPROCESSING_FILE, images.preprocessing(cfg))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import sources
+from saxlevel import predict, sources
 from saxlevel.phantom import dicomio, geometry
 
 from conftest import REPO
@@ -27,14 +27,16 @@ def _orientation(flip: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def make_study(root: Path, sid: int, n_slices: int = 5, frames: int = 4, *, descending: bool = False,
                flip: bool = False, split: str = "train", nested: bool = True, start: int = 10,
                sl_sign: float = 1.0, skip: tuple = (), short: dict | None = None, dup: int | None = None,
-               extra_frames_series: dict | None = None, same_place: dict | None = None) -> list[str]:
+               extra_frames_series: dict | None = None, same_place: dict | None = None,
+               numbers: list[int] | None = None) -> list[str]:
     """Write a tiny SAX study; return the series names from apex to base. ``same_place`` {k: j} puts
-    slice k at slice j's position (a repeated acquisition stored under its own folder number)."""
+    slice k at slice j's position (a repeated acquisition stored under its own folder number); ``numbers`` the
+    sax_N folder numbers apex to base (default start, start + 1, ...)."""
     row, col, n = _orientation(flip)
     patient = dicomio.Patient(str(sid), "050Y", "F", 900.0, dicomio.uid("t", sid), dicomio.uid("f", sid))
     base = (root / split / split) if nested else (root / split)
     study = base / str(sid) / "study"
-    numbers = [start + k for k in range(n_slices)]
+    numbers = list(numbers) if numbers else [start + k for k in range(n_slices)]
     if descending:
         numbers = numbers[::-1]
     names = []
@@ -97,11 +99,45 @@ def test_repair_policy(tmp_path: Path) -> None:
     make_study(tmp_path, 3, short={4: 2})
     make_study(tmp_path, 4, n_slices=6, skip=(1,))
     index, excluded, counts = sources.index_root(tmp_path, policy="repair", progress=False)
-    assert counts["subjects_kept"] == 3 and set(excluded.action) == {"repaired"}
+    assert counts["subjects_kept"] == 3 and set(excluded.action) == {"repaired", "warning"}
     s2 = index[index.subject == 2]
     assert not s2.duplicated(["slice", "frame"]).any() and s2.series_number.max() == 112  # last acquisition
-    assert index[index.subject == 3].series.nunique() == 4  # short slice dropped
-    assert index[index.subject == 4].series.nunique() == 4  # longest run sax_12..sax_15 kept
+    assert index[index.subject == 3].series.nunique() == 4  # short slice dropped, its position recorded
+    assert "no usable acquisition (sax_14 has 2 of 4 frames)" in excluded[excluded.subject == 3].detail.item()
+    # A missing position is a gap in geometry: recorded, every acquired position kept (no cut to a run).
+    assert index[index.subject == 4].series.nunique() == 5
+    gap = excluded[excluded.subject == 4]
+    assert gap.rule.tolist() == ["noncontiguous"] and gap.action.item() == "warning"
+    assert "about 1 position(s) never acquired" in gap.detail.item()
+
+
+def test_repairs_compose_by_geometry(tmp_path: Path) -> None:
+    """The held-back DSB2 case: sax_5-sax_9 plus sax_38 (a repeat at the apex) and sax_57 (a repeat mid-stack).
+    paper: rule 1 with the positions named; repair and predict: every position, the last acquisitions, and the
+    same stack."""
+    numbers = [5, 6, 7, 8, 9, 38, 57]
+    make_study(tmp_path, 1, n_slices=7, numbers=numbers, same_place={5: 0, 6: 2})
+    make_study(tmp_path, 2, n_slices=7, numbers=numbers, same_place={5: 0, 6: 2}, short={6: 3})
+    index, excluded, _ = sources.index_root(tmp_path, policy="paper", progress=False)
+    assert index.empty
+    dup = excluded[(excluded.subject == 1) & (excluded.rule == "duplicate")].detail.tolist()
+    assert len(dup) == 2 and all("mm along the stack normal" in d for d in dup)
+    assert any(d.startswith("sax_5, sax_38 are at one place") for d in dup)
+    index, excluded, _ = sources.index_root(tmp_path, policy="repair", progress=False)
+    s1 = index[index.subject == 1].drop_duplicates("series").sort_values("order")
+    assert s1.series.tolist() == ["sax_38", "sax_6", "sax_57", "sax_8", "sax_9"]  # 5 places, last acquisitions
+    assert (np.diff(s1.position_mm) > 0).all()
+    assert not (excluded.rule == "noncontiguous").any()  # evenly spaced: one stack whatever the folder numbers
+    # Subject 2's last acquisition mid-stack (sax_57) is short: the earlier one at that place is used instead.
+    s2 = index[index.subject == 2].drop_duplicates("series").sort_values("order")
+    assert s2.series.tolist() == ["sax_38", "sax_6", "sax_7", "sax_8", "sax_9"]
+    note = excluded[(excluded.subject == 2) & excluded.detail.str.contains("sax_7, sax_57")].detail.item()
+    assert "kept the last usable acquisition sax_7 (sax_57 has 3 of 4 frames)" in note
+    for sid in (1, 2):
+        with pytest.warns(UserWarning, match="duplicate"):
+            got = predict.index_folder(tmp_path / f"train/train/{sid}")
+        want = index[index.subject == sid]
+        assert got[["series", "frame", "path"]].values.tolist() == want[["series", "frame", "path"]].values.tolist()
 
 
 def test_bad_files_exclude_with_named_file(tmp_path: Path) -> None:

@@ -294,3 +294,40 @@ def test_queued_experiments_run_side_by_side(tiny: tuple[Path, dict]) -> None:
             assert len(tsv.strip().splitlines()) == 1 + epochs, (epochs, head, tsv)
     assert yaml.safe_load((repo / "params.yaml").read_text())["finetune_grid"]["epochs"] == 2
     assert len((repo / "dvclive/finetuned/mobilenet-dense/plots/metrics/eval/loss.tsv").read_text().splitlines()) == 3
+
+
+DSB2 = REPO.parent / "shared" / "data" / "dsb2"
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not (DSB2 / "train" / "10" / "study").is_dir(),
+                    reason=f"the real Kaggle DSB2 study is not present at {DSB2} (shared read-only data)")
+def test_real_dsb2_study_through_filter_to_png_and_predict(tiny: tuple[Path, dict], tmp_path: Path) -> None:
+    """The paper's own data source, as Kaggle distributed it: filter_dicom keeps it under both policies (10 SAX
+    positions), to_png writes both stacks with ED at the R wave, and predict with the suite's model gives every
+    slice of the same stack a level."""
+    repo, env = tiny
+    for policy in ("paper", "repair"):
+        out = tmp_path / policy
+        _run([sys.executable, "stages/filter_dicom.py", "--raw", str(DSB2), "--out", str(out / "interim"),
+              "--metrics", str(out / "filter.json"), "--policy", policy], repo, env)
+        index = pd.read_csv(out / "interim" / "index.csv")
+        assert index.series.nunique() == 10 and index.frame.nunique() == 30 and len(index) == 300
+        # sax_5 (base) ... sax_14 (apex): apex first
+        assert index.drop_duplicates("series").sort_values("order").series.tolist() == [f"sax_{n}" for n in
+                                                                                        range(14, 4, -1)]
+        _run([sys.executable, "stages/to_png.py", "--index", str(out / "interim" / "index.csv"), "--out",
+              str(out / "png"), "--metrics", str(out / "png.json")], repo, env)
+        frames = pd.read_csv(out / "png" / "frames.csv")
+        # ED: TriggerTime 0 is frame 1 (the R wave); frame 30 ends the cycle, one frame before it
+        assert frames.ed_frame.item() in (29, 30, 1, 2) and 8 <= frames.es_frame.item() <= 16
+        assert len(pd.read_csv(out / "png" / "index.csv")) == 20
+    cli = [sys.executable, "-m", "saxlevel.cli", "predict", str(DSB2 / "train" / "10"), "--model",
+           "models/mobilenet-bigru.keras", "--out", str(tmp_path / "pred")]
+    _run(cli, repo, env)
+    levels = pd.read_csv(tmp_path / "pred" / "levels.csv")
+    png = pd.read_csv(tmp_path / "repair" / "png" / "index.csv")
+    for phase in ("ED", "ES"):
+        got = levels[levels.phase == phase]
+        want = png[png.phase == phase].sort_values("order")
+        assert got.series.tolist() == want.series.tolist() and got.frame.unique().tolist() == [want.frame.iloc[0]]

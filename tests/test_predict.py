@@ -31,7 +31,7 @@ def test_corrupt_file_is_dropped_and_named(tmp_path: Path) -> None:
         index = predict.index_folder(tmp_path / "train/train/7")
     assert index.series.nunique() == 5 and sorted(index.frame.unique()) == [1, 3, 4]
     make_study(tmp_path / "b", 8, skip=(2,))  # a missing folder: order comes from positions, all slices kept
-    with pytest.warns(UserWarning, match="noncontiguous.*all slices kept"):
+    with pytest.warns(UserWarning, match="noncontiguous: gap of 20.0 mm.*every position kept"):
         index = predict.index_folder(tmp_path / "b/train/train/8")
     assert index.series.nunique() == 4
 

@@ -20,22 +20,23 @@ import functools
 import math
 import os
 import re
-import stat
 import struct
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pydicom
-import pydicom.pixels
-from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from saxlevel import dicomheader
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+# pydicom itself is imported where a file needs it (compressed, enhanced or unusual files; decoder checks): a
+# Kaggle tree of plain files is read by dicomheader alone, and pydicom's import (~0.25 s) was a sixth of
+# filter_dicom's whole run on the 80-subject phantom.
 
 SPLITS = ("train", "validate", "test")
 RULES = ("duplicate", "inconsistent", "noncontiguous", "unreadable", "undecodable", "bad_geometry", "pixel_length",
@@ -153,24 +154,26 @@ def image_files(folder: Path, recursive: bool = False, any_name: bool = False,
                     unlisted.append(f"{d}: a folder link back into folders already read (a loop); not followed")
                 return
             seen.add((st.st_dev, st.st_ino))
-            names = sorted(os.listdir(d))
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             if unlisted is not None:
                 unlisted.append(f"{d}: cannot list folder ({exc.strerror or exc})")
             return
-        for name in names:
+        for entry in entries:
+            name = entry.name
             if name.startswith(".") or name.upper() == "DICOMDIR":
                 continue
-            p = d / name
             try:
-                is_dir = stat.S_ISDIR(os.stat(p).st_mode)
+                # the directory entry's own type answers without a stat per file; a link is followed
+                is_dir = entry.is_dir()
             except OSError:
                 is_dir = False  # broken or looping link: reading it names the problem
             if is_dir:
                 if recursive:
-                    visit(p)
+                    visit(d / name)
             elif any_name or is_image_name(name):
-                found.append(p)
+                found.append(d / name)
 
     visit(Path(folder))
     return sorted(found)
@@ -309,6 +312,8 @@ def frame_ranks(trigger: np.ndarray, instance: np.ndarray) -> np.ndarray:
 
 def _open(path: Path) -> tuple[Dataset, list[str]]:
     """The dataset with its pixel data left unread (deferred), and pydicom's warnings while parsing."""
+    import pydicom
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -321,6 +326,9 @@ def _open(path: Path) -> tuple[Dataset, list[str]]:
 @functools.lru_cache(maxsize=64)
 def decoder_problem(syntax: str) -> str | None:
     """Why pixel data in this transfer syntax cannot be decoded here, or None when it can."""
+    import pydicom.pixels
+    from pydicom.uid import UID
+
     uid = UID(syntax)
     try:
         decoder = pydicom.pixels.get_decoder(uid)
@@ -336,7 +344,7 @@ def decoder_problem(syntax: str) -> str | None:
 def _check_pixel_data(path: Path, ds: Dataset, notes: list[str]) -> tuple[int, int, int, str]:
     """Pixel data present, decodable, complete, and at least as large as Rows x Columns x frames says; returns
     (Rows, Columns, NumberOfFrames, a note on padding or "")."""
-    if "TransferSyntaxUID" not in getattr(ds, "file_meta", Dataset()):
+    if "TransferSyntaxUID" not in (getattr(ds, "file_meta", None) or ()):
         raise FileDefect("unreadable", f"{path}: no file meta information (TransferSyntaxUID missing)")
     syntax = ds.file_meta.TransferSyntaxUID
     elem = ds.get_item(PIXEL_DATA, keep_deferred=True)
@@ -458,7 +466,8 @@ def _numbers(path: Path, item: Dataset, keyword: str, n: int, where: str) -> np.
         raise FileDefect("bad_geometry", f"{path}: {where}{keyword} is not numeric ({exc})") from None
     if value is None or value == "":
         raise FileDefect("bad_geometry", f"{path}: {where}{keyword} missing")
-    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    # a multi-valued element: pydicom's MultiValue or the fast reader's list
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
     try:
         arr = np.array([float(v) for v in values])
     except (TypeError, ValueError):
@@ -476,6 +485,8 @@ def _functional_group_frames(path: Path, ds: Dataset, n: int) -> list[dict]:
     if len(per_frame) != n:
         raise FileDefect("bad_geometry", f"{path}: {len(per_frame)} per-frame functional groups for "
                          f"NumberOfFrames {n}")
+    from pydicom.dataset import Dataset
+
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
     shared = shared_seq[0] if shared_seq else Dataset()
 
@@ -596,10 +607,11 @@ def read_entries(sid: int | str, split: str, entries: Sequence[tuple[str | None,
                 raise FileDefect("not_sax", f"{f}: series {series} but SeriesDescription "
                                  f"{frames[0]['description']!r}")
         except FileDefect as exc:
-            _file_problem(problem, exc.rule, str(exc), drop_bad_files)
+            _file_problem(problem, exc.rule, str(exc), drop_bad_files, None if series is None else n)
             continue
         except Exception as exc:  # noqa: BLE001  a file no check foresaw must not stop the run
-            _file_problem(problem, "error", f"{f}: {exc.__class__.__name__}: {exc}", drop_bad_files)
+            _file_problem(problem, "error", f"{f}: {exc.__class__.__name__}: {exc}", drop_bad_files,
+                          None if series is None else n)
             continue
         if frames[0]["note"]:
             problem("pixel_length", frames[0]["note"], "warning")
@@ -608,9 +620,11 @@ def read_entries(sid: int | str, split: str, entries: Sequence[tuple[str | None,
     return rows
 
 
-def _file_problem(problem: Problem, rule: str, detail: str, drop: bool) -> None:
+def _file_problem(problem: Problem, rule: str, detail: str, drop: bool, slice_: int | None) -> None:
+    """A bad file: excludes its subject, or (``drop``) is dropped, remembering its sax_N folder (None: unknown)
+    so that repair_stack does not count its missing frame against that folder's acquisition."""
     if drop:
-        problem(rule, detail + "; file dropped", "repaired")
+        problem(rule, detail + "; file dropped", "repaired", dropped_file=True, slice=slice_)
     else:
         problem(rule, detail)
 
@@ -625,8 +639,10 @@ def index_entries(sid: int | str, split: str, entries: list[tuple[str, int, Path
 
 
 def recorder(sid: int | str, problems: list[dict]) -> Problem:
-    def problem(rule: str, detail: str, action: str = "excluded") -> None:
-        problems.append({"subject": sid, "rule": rule, "detail": detail, "action": action})
+    """A function that appends one record (EXCLUDED_COLUMNS; ``extra`` keys stay internal to the subject's
+    rules and are not written)."""
+    def problem(rule: str, detail: str, action: str = "excluded", **extra: Any) -> None:
+        problems.append({"subject": sid, "rule": rule, "detail": detail, "action": action, **extra})
     return problem
 
 
@@ -675,55 +691,10 @@ def apply_rules(sid: int | str, rows: list[dict], problems: list[dict], policy: 
     # Apex -> base position of each image: IPP . n, n oriented toward the base.
     df["position_mm"] = [float(ipp @ n0) for ipp in df["ipp"]]
 
-    # Rule 1: several images with the same identifiers (subject, slice N, frame).
-    dup = df[df.duplicated(["slice", "frame"], keep=False)]
-    if len(dup):
-        first = dup.iloc[0]
-        names = ", ".join(f"{Path(p).name}" + (f"[{k}]" if k else "")
-                          for p, k in dup[(dup.slice == first.slice) & (dup.frame == first.frame)][["path", "file_frame"]]
-                          .itertuples(index=False))
-        detail = (f"{dup.groupby(['slice', 'frame']).ngroups} (slice, frame) identifiers repeated, "
-                  f"e.g. {first.series} frame {first.frame}: {names}")
-        if policy in ("repair", "predict"):
-            # Kaggle FAQ: the last acquisition at a location is usually the best one.
-            df = df.sort_values(["slice", "frame", "series_number", "acquisition", "path", "file_frame"])
-            df = df.drop_duplicates(["slice", "frame"], keep="last")
-            problem("duplicate", detail + "; kept the last acquisition", "repaired")
-        else:
-            problem("duplicate", detail)
-    # Rule 1 also covers series folders at one place: a repeated acquisition stored under another number.
-    df, repeats = _same_position_rule(df, policy, problem)
-    # Rule 2: the number of slices differs between frames.
-    per_frame = df.groupby("frame")["slice"].nunique()
-    if per_frame.nunique() > 1:
-        frames_per_slice = df.groupby("series")["frame"].nunique()
-        short = frames_per_slice[frames_per_slice < frames_per_slice.max()]
-        detail = (f"slices per frame vary {per_frame.min()}-{per_frame.max()}; "
-                  f"{', '.join(f'{s} has {c} frames' for s, c in short.items())} (others {frames_per_slice.max()})")
-        if policy == "predict":
-            # Prediction needs every slice at the chosen frames, not every frame: keep the common frames.
-            common = set.intersection(*(set(g) for _, g in df.groupby("series")["frame"]))
-            df = df[df.frame.isin(common)]
-            problem("inconsistent", detail + f"; kept the {len(common)} frames every slice has", "repaired")
-        elif policy == "repair":
-            df = df[~df.series.isin(short.index)]
-            problem("inconsistent", detail + "; dropped the short slices", "repaired")
-        else:
-            problem("inconsistent", detail)
-    # Rule 3: slice indices not contiguous (a folder dropped as a same-place repeat is no gap).
-    idx = sorted(set(df["slice"]) | repeats)
-    gaps = [f"sax_{i}" for i in range(idx[0], idx[-1] + 1) if i not in set(idx)]
-    if gaps:
-        detail = f"slice indices {idx[0]}-{idx[-1]} miss {', '.join(gaps)}"
-        if policy == "predict":
-            # Folder numbers are not anatomy: prediction orders slices by position and keeps them all.
-            problem("noncontiguous", detail + "; all slices kept, ordered by position", "warning")
-        elif policy == "repair":
-            run = _longest_run(idx)
-            df = df[df["slice"].isin(run)]
-            problem("noncontiguous", detail + f"; kept the longest run sax_{run[0]}-sax_{run[-1]}", "repaired")
-        else:
-            problem("noncontiguous", detail)
+    if policy in ("repair", "predict"):
+        df = repair_stack(df, problems, problem)
+    else:
+        df = _paper_rules(df, problem)
     if any(p["action"] == "excluded" for p in problems) or df.empty:
         return []
 
@@ -733,46 +704,172 @@ def apply_rules(sid: int | str, rows: list[dict], problems: list[dict], policy: 
     return df.reindex(columns=INDEX_COLUMNS).to_dict("records")  # SOURCE_COLUMNS empty (NaN) for DICOM
 
 
-def _same_position_rule(df: pd.DataFrame, policy: str, problem: Problem) -> tuple[pd.DataFrame, set[int]]:
-    """Series at one place (closer than same_position_mm): excluded under ``paper``; under ``repair`` the last
-    acquisition (highest SeriesNumber, AcquisitionNumber, folder number) is kept. Returns (rows, dropped slice
-    indices)."""
+def _paper_rules(df: pd.DataFrame, problem: Problem) -> pd.DataFrame:
+    """The paper's rules 1-3 as they are (section 2.1): each breach is recorded and excludes the subject. Rule 3
+    judges folder numbers, as the paper's slice indices were."""
+    # Rule 1: several images with the same identifiers (subject, slice N, frame).
+    dup = df[df.duplicated(["slice", "frame"], keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        names = ", ".join(f"{Path(p).name}" + (f"[{k}]" if k else "")
+                          for p, k in dup[(dup.slice == first.slice) & (dup.frame == first.frame)][["path", "file_frame"]]
+                          .itertuples(index=False))
+        detail = (f"{dup.groupby(['slice', 'frame']).ngroups} (slice, frame) identifiers repeated, "
+                  f"e.g. {first.series} frame {first.frame}: {names}")
+        problem("duplicate", detail)
+    # Rule 1 also covers series folders at one place: a repeated acquisition stored under another number.
+    _same_place_records(df, problem)
+    # Rule 2: the number of slices differs between frames.
+    per_frame = df.groupby("frame")["slice"].nunique()
+    if per_frame.nunique() > 1:
+        frames_per_slice = df.groupby("series")["frame"].nunique()
+        short = frames_per_slice[frames_per_slice < frames_per_slice.max()]
+        detail = (f"slices per frame vary {per_frame.min()}-{per_frame.max()}; "
+                  f"{', '.join(f'{s} has {c} frames' for s, c in short.items())} (others {frames_per_slice.max()})")
+        problem("inconsistent", detail)
+    # Rule 3: slice indices (sax_N folder numbers) not contiguous.
+    idx = sorted(set(df["slice"]))
+    gaps = [f"sax_{i}" for i in range(idx[0], idx[-1] + 1) if i not in set(idx)]
+    if gaps:
+        detail = f"slice indices {idx[0]}-{idx[-1]} miss {', '.join(gaps)}"
+        problem("noncontiguous", detail)
+
+    return df
+
+
+def _same_place_records(df: pd.DataFrame, problem: Problem) -> None:
+    """Rule 1 also covers sax_N folders at one place (closer than same_position_mm): a repeated acquisition
+    stored under another folder number. Each place is recorded with its position."""
     # Per-slice summaries in numpy: a pandas groupby per subject cost as much as reading its headers.
     slices, first, inverse = np.unique(df["slice"].to_numpy(), return_index=True, return_inverse=True)
     if len(slices) < 2:
-        return df, set()
+        return
     count = np.bincount(inverse)
     position = np.bincount(inverse, weights=df["position_mm"].to_numpy(float)) / count
     thickness = np.full(len(slices), np.nan)
     np.fmax.at(thickness, inverse, df["slice_thickness"].to_numpy(float))  # fmax: NaN only where all are
-    order_keys = []
-    for column in ("series_number", "acquisition"):
-        top = np.full(len(slices), np.iinfo(np.int64).min)
-        np.maximum.at(top, inverse, df[column].to_numpy(np.int64))
-        order_keys.append(top)
     series = df["series"].to_numpy()[first]
     place = position_clusters(position, thickness)
-    dropped: set[int] = set()
     for k in np.flatnonzero(np.bincount(place) > 1):
-        members = sorted(np.flatnonzero(place == k), key=lambda i: (order_keys[0][i], order_keys[1][i], slices[i]))
-        names = [str(series[i]) for i in members]
-        spread = position[members].max() - position[members].min()
-        tol = same_position_mm(_thickest(thickness[members]))
-        detail = (f"{', '.join(names)} are at one place ({position[members].mean():.1f} mm along the stack "
-                  f"normal, {spread:.2f} mm apart < {tol:.2f} mm = {SAME_POSITION_FRACTION} x SliceThickness)")
-        if policy in ("repair", "predict"):
-            dropped |= {int(slices[i]) for i in members[:-1]}
-            problem("duplicate", detail + f"; kept the last acquisition {names[-1]}", "repaired")
-        else:
-            problem("duplicate", detail)
-    return df[~df["slice"].isin(dropped)], dropped
+        members = np.flatnonzero(place == k)
+        problem("duplicate", _same_place_detail([str(series[i]) for i in members], position[members],
+                                                _thickest(thickness[members])))
 
 
-def _longest_run(idx: list[int]) -> list[int]:
-    """The longest run of consecutive integers in a sorted list (first one on ties)."""
-    best, cur = [idx[0]], [idx[0]]
-    for a, b in zip(idx, idx[1:]):
-        cur = cur + [b] if b == a + 1 else [b]
-        if len(cur) > len(best):
-            best = cur
-    return best
+def _same_place_detail(names: list[str], positions: np.ndarray, thickness: float) -> str:
+    spread = float(positions.max() - positions.min())
+    return (f"{', '.join(names)} are at one place ({positions.mean():.1f} mm along the stack normal, {spread:.2f} mm "
+            f"apart < {same_position_mm(thickness):.2f} mm = {SAME_POSITION_FRACTION} x SliceThickness)")
+
+
+# A step between neighbouring kept positions longer than this many times the stack's median step is a gap (a
+# position never acquired): Kaggle's steps vary by rounding and 5-10 mm between studies, not by half within one.
+GAP_FACTOR = 1.5
+
+
+def repair_stack(df: pd.DataFrame, problems: list[dict], problem: Problem) -> pd.DataFrame:
+    """Policies ``repair`` and ``predict``: one image per (place, frame), by geometry, losing no place that has a
+    usable acquisition. Each change is recorded.
+
+    - An acquisition is one sax_N folder's series (SeriesInstanceUID, else SeriesNumber); the same frame twice
+      within one keeps its last image (AcquisitionNumber, then file).
+    - Places are positions along the stack normal (position_clusters), whatever the folder numbers: a repeated
+      acquisition stored under a far folder number (sax_38 beside sax_5-sax_18) is one more acquisition at its
+      place. Each place keeps its last usable acquisition (highest SeriesNumber, AcquisitionNumber, folder
+      number: Kaggle's FAQ says the last at a location is usually the best).
+    - Usable: it holds the stack's whole cycle, the most common frame count, less any frames whose files were
+      damaged and dropped (predict), which cost the stack that frame, not the place. A place with no usable
+      acquisition is dropped and recorded with its position.
+    - A gap in positions (a step over GAP_FACTOR x the median step) is recorded, never cut to a run.
+    """
+    df = _last_image_per_frame(df, problem)
+    key = _acquisition_key(df)
+    acq, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    n_frames = np.bincount(inverse)
+    position = np.bincount(inverse, weights=df["position_mm"].to_numpy(float)) / n_frames
+    thickness = np.full(len(acq), np.nan)
+    np.fmax.at(thickness, inverse, df["slice_thickness"].to_numpy(float))
+    recency = np.full(len(acq), np.iinfo(np.int64).min)
+    np.maximum.at(recency, inverse, df["acquisition"].to_numpy(np.int64))
+    series_number, slice_no = df["series_number"].to_numpy(np.int64)[first], df["slice"].to_numpy()[first]
+    names = [_acquisition_name(df.iloc[i]) for i in first]
+    counts, freq = np.unique(n_frames, return_counts=True)
+    cycle = int(counts[freq == freq.max()].max())  # the most common frame count (the larger on a tie)
+    lost = _frames_lost(problems, slice_no)
+    place = position_clusters(position, thickness)
+    keep: list[int] = []
+    for k in range(int(place.max()) + 1):
+        members = sorted(np.flatnonzero(place == k), key=lambda i: (series_number[i], recency[i], slice_no[i]))
+        usable = [i for i in members if n_frames[i] + lost[i] >= cycle]
+        where = f"{position[members].mean():.1f} mm"
+        if not usable:
+            problem("inconsistent", f"position {where} ({', '.join(names[i] for i in members)}): no usable "
+                    f"acquisition ({'; '.join(f'{names[i]} has {n_frames[i]} of {cycle} frames' for i in members)})"
+                    "; position dropped", "repaired")
+            continue
+        keep.append(int(usable[-1]))
+        if len(members) > 1:
+            skipped = [i for i in members if i not in usable]
+            why = (f" ({', '.join(f'{names[i]} has {n_frames[i]} of {cycle} frames' for i in skipped)})"
+                   if skipped else "")
+            problem("duplicate", _same_place_detail([names[i] for i in members], position[members],
+                                                    _thickest(thickness[members]))
+                    + f"; kept the last usable acquisition {names[usable[-1]]}{why}", "repaired")
+    df = df[np.isin(inverse, keep)]
+    if df.empty:
+        return df
+    frames = df.groupby(key[np.isin(inverse, keep)])["frame"].apply(frozenset)
+    common = frozenset.intersection(*frames)
+    if any(f != common for f in frames):
+        extra = sorted(frozenset.union(*frames) - common)
+        df = df[df["frame"].isin(common)]
+        problem("inconsistent", f"frame(s) {', '.join(map(str, extra))} missing at some kept position (damaged "
+                f"files, or a longer cine); kept the {len(common)} frames every position has", "repaired")
+    _record_gaps(np.sort(position[keep]), problem)
+    return df
+
+
+def _last_image_per_frame(df: pd.DataFrame, problem: Problem) -> pd.DataFrame:
+    """One image per frame of each acquisition: the last by (AcquisitionNumber, file, frame in file)."""
+    cols = ["slice", "series_number", "frame"]
+    key = _acquisition_key(df)
+    dup = pd.Series(key, index=df.index).to_frame("a").assign(frame=df["frame"]).duplicated(keep=False)
+    if not dup.any():
+        return df
+    first = df[dup.to_numpy()].iloc[0]
+    problem("duplicate", f"{int(dup.sum())} images repeat a frame of their series, e.g. {first.series} frame "
+            f"{first.frame}; kept the last acquisition of each", "repaired")
+    order = df.assign(_a=key).sort_values(["_a", "frame", "acquisition", "path", "file_frame"])
+    return order.drop_duplicates(["_a", "frame"], keep="last").drop(columns="_a").sort_values(cols)
+
+
+def _acquisition_key(df: pd.DataFrame) -> np.ndarray:
+    """One key per acquisition: the sax_N folder (or clinical place) and its series."""
+    uid = df["series_uid"].astype(str).to_numpy() if "series_uid" in df else np.full(len(df), "")
+    return np.array([f"{s}|{u or n}" for s, u, n in zip(df["slice"].to_numpy(), uid, df["series_number"].to_numpy())])
+
+
+def _acquisition_name(row: Any) -> str:
+    """How a record names an acquisition: its folder, with the series number where a folder holds several."""
+    return f"{row.series} (series {row.series_number})" if str(row.series).startswith("slice_") or \
+        not str(row.series).endswith(f"_{row.series_number}") else str(row.series)
+
+
+def _frames_lost(problems: list[dict], slices: np.ndarray) -> np.ndarray:
+    """Files dropped as damaged (predict) that may have held a frame of each acquisition: those of its sax_N
+    folder, plus those of unknown place (a clinical export's files are placed only after reading)."""
+    dropped = [p.get("slice") for p in problems if p["action"] == "repaired" and p.get("dropped_file")]
+    anywhere = sum(1 for s in dropped if s is None)
+    return np.array([anywhere + sum(1 for s in dropped if s == n) for n in slices], dtype=int)
+
+
+def _record_gaps(positions: np.ndarray, problem: Problem) -> None:
+    """Record each step between kept positions longer than GAP_FACTOR x the median step (nothing is cut)."""
+    steps = np.diff(positions)
+    if len(steps) < 2:
+        return
+    median = float(np.median(steps))
+    for i in np.flatnonzero(steps > GAP_FACTOR * median):
+        problem("noncontiguous", f"gap of {steps[i]:.1f} mm between positions {positions[i]:.1f} and "
+                f"{positions[i + 1]:.1f} mm (median step {median:.1f} mm: about {round(steps[i] / median) - 1} "
+                "position(s) never acquired); every position kept", "warning")

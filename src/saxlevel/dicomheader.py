@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom.valuerep
-
 HEAD_BYTES = 16384
 PIXEL_DATA = 0x7FE00010
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -152,6 +150,8 @@ def _value(raw: bytes, vr: bytes) -> Any:
             return text  # empty or multi-valued: read_frames treats it as missing / not an integer
         if parts[0].isdigit():
             return int(parts[0])  # the common case; pydicom.valuerep.IS gives the same value
+        import pydicom.valuerep  # rare (e.g. "3.0"): the common case above needs no pydicom import
+
         try:
             return pydicom.valuerep.IS(parts[0])
         except (TypeError, ValueError, OverflowError):

@@ -38,6 +38,7 @@ def read_image(path: str | Path, file_frame: int) -> np.ndarray:
     return nifti.read_image(path, file_frame) if nifti.is_nifti(path) else read_pixels(path, file_frame)
 
 
+FRAMES_FILE = "frames.csv"  # each written subject's ED and ES frame, and why ED moved where prior and curve differ
 LABELS_FILE = "labels.csv"  # levels derived from segmentations, in the labels contract (subject,series,frame,label)
 PNG_COLUMNS = ["subject", "split", "phase", "frame", "series", "slice", "order", "position_mm", "path",
                "rows", "cols", "pixel_spacing"]
@@ -57,10 +58,12 @@ def declared_phases(images) -> dict[str, int]:
     return {str(p): int(g["frame"].iloc[0]) for p, g in named.groupby("phase")}
 
 
-def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str, int]:
+def choose_frames(images, ed_frame: int | str, es_frame: int | str,
+                  notes: list[str] | None = None) -> dict[str, int]:
     """The ED and ES frame numbers of one subject: given numbers, or 'auto': the frames the source names
-    (declared_phases), else from the images (phases.detect_ed_es over every slice's cine). Raises ValueError
-    naming the problem."""
+    (declared_phases), else from the images and trigger times (phases.detect_ed_es over every slice's cine; a
+    disagreement of the R-wave prior and the image curve is appended to ``notes``). Raises ValueError naming
+    the problem."""
     frames = sorted(int(f) for f in images["frame"].unique())
     by_series, order = ordered_series(images)
     chosen: dict[str, int] = {}
@@ -78,14 +81,24 @@ def choose_frames(images, ed_frame: int | str, es_frame: int | str) -> dict[str,
         if max(float(cines[i].max()) for i in mid) <= 0:
             raise ConstantImage(f"all-black mid slices ({', '.join(order[i] for i in mid)})")
         spacings = [float(by_series[s]["pixel_spacing"].iloc[0]) for s in order]
-        ed_i, es_i, _ = phases.detect_ed_es(cines, spacings)
+        ed_i, es_i, _, note = phases.detect_ed_es(cines, spacings, frame_trigger_ms(images, frames))
         chosen = {"ED": frames[ed_i], "ES": frames[es_i]}
+        if note and notes is not None and ed_frame == "auto":
+            notes.append(note)
     for phase, value in (("ED", ed_frame), ("ES", es_frame)):
         if value != "auto":
             if int(value) not in frames:
                 raise ValueError(f"to_png.{phase.lower()}_frame={value} not in frames {frames[0]}-{frames[-1]}")
             chosen[phase] = int(value)
     return chosen
+
+
+def frame_trigger_ms(images, frames: list[int]) -> np.ndarray | None:
+    """Each frame's TriggerTime (the median over the slices, which are triggered alike), None where absent."""
+    if "trigger_time" not in images:
+        return None
+    t = pd.to_numeric(images["trigger_time"], errors="coerce").groupby(images["frame"].astype(int)).median()
+    return t.reindex(frames).to_numpy(float)
 
 
 def failed_subject(task: tuple, why: str) -> tuple[list[dict], list[dict], dict]:
@@ -111,15 +124,16 @@ def subject_to_png(images, out: Path, ed_frame: int | str, es_frame: int | str,
     def excluded(rule: str, detail: str) -> tuple[list, list, dict]:
         return [], [{"subject": sid, "rule": rule, "detail": detail, "action": "excluded"}], info
 
+    notes: list[str] = []
     try:
-        chosen = choose_frames(images, ed_frame, es_frame)
+        chosen = choose_frames(images, ed_frame, es_frame, notes)
     except ConstantImage as exc:
         return excluded("constant", str(exc))
     except PixelError as exc:
         return excluded("undecodable", str(exc))
     except ValueError as exc:
         return excluded("frames", str(exc))
-    info.update(ed_frame=chosen["ED"], es_frame=chosen["ES"])
+    info.update(ed_frame=chosen["ED"], es_frame=chosen["ES"], note="; ".join(notes))
     by_series, order = ordered_series(images)
     rows: list[dict] = []
     for phase in ("ED", "ES"):
@@ -184,6 +198,11 @@ class PngResult:
     def index(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=PNG_COLUMNS)
 
+    @property
+    def frames(self) -> pd.DataFrame:
+        """frames.csv: subject, ed_frame, es_frame, note (the R-wave prior's disagreement with the curve)."""
+        return pd.DataFrame(list(self.chosen.values()), columns=["subject", "ed_frame", "es_frame", "note"])
+
 
 def write_pngs(index: pd.DataFrame, out: Path, cfg: PngSettings, final: Path | None = None,
                progress: bool = True) -> PngResult:
@@ -221,7 +240,9 @@ def png_metrics(result: PngResult, n_subjects: int, cfg: PngSettings, index: pd.
     """metrics/png.json: counts, exclusions by rule, the frame choice and (phantom) the ED/ES hit rates."""
     metrics: dict = {"subjects": n_subjects, "subjects_written": len(result.chosen), "images": len(result.rows),
                      "excluded_by_rule": result.excluded.rule.value_counts().to_dict(),
-                     "ed_frame": str(cfg.ed_frame), "es_frame": str(cfg.es_frame)}
+                     "ed_frame": str(cfg.ed_frame), "es_frame": str(cfg.es_frame),
+                     # subjects whose ED the R-wave prior moved off the whole-cycle curve maximum (frames.csv)
+                     "ed_moved_by_r_wave": sum(1 for c in result.chosen.values() if c.get("note"))}
     if truth_path and Path(truth_path).exists():
         metrics.update(frame_hit_rates(result.chosen, index, truth_path))
     return metrics

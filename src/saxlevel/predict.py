@@ -147,7 +147,10 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
         wanted = [(named or f"F{int(index.frame.iloc[0])}", int(index.frame.iloc[0]))]
     elif frames == "ed-es":
         try:
-            chosen = pngs.choose_frames(index, prep["ed_frame"], prep["es_frame"])
+            notes: list[str] = []
+            chosen = pngs.choose_frames(index, prep["ed_frame"], prep["es_frame"], notes)
+            for note in notes:
+                warnings.warn(note, stacklevel=2)
         except ValueError as exc:  # PixelError, ConstantImage, missing frames: all name the problem
             raise PredictError(f"cannot find ED/ES in {folder}: {exc}") from None
         wanted = [("ED", chosen["ED"]), ("ES", chosen["ES"])]

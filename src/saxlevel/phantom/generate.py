@@ -24,13 +24,22 @@ from tqdm import tqdm
 from saxlevel.io import write_csv, write_json
 from saxlevel.phantom import anatomy, dicomio, geometry, niftiio
 
-DEFECTS = ("duplicate", "inconsistent", "noncontiguous", "black")
+DEFECTS = ("duplicate", "inconsistent", "noncontiguous", "black", *(
+    # DICOM formats: a slice re-acquired later and stored under a folder number past the run (the held-back DSB2
+    # study's sax_38 beside sax_5-sax_18): the paper excludes it by rule 1, repair keeps every position.
+    "late_repeat",
+    # mnms2 format (M&Ms-2's release layout): the ED segmentation missing; the ES one of another shape; only the
+    # long-axis files; only the 4-D SA cine (no per-phase volumes).
+    "missing_gt", "gt_shape", "la_only", "cine_only"))
+MNMS2_DEFECTS = ("missing_gt", "gt_shape", "la_only", "cine_only")
 # Stacks that stop short of an end of the LV (coverage QC, saxlevel.coverage): not a defect the pipeline drops,
 # a stack a clinic acquired too short. A cut keeps at least MIN_CUT_SLICES slices.
 TRUNCATED_ENDS = ("apex", "base")
 MIN_CUT_SLICES = 5
-# classic, enhanced, clinical: DICOM (dicomio); nifti: ACDC's NIfTI layout with segmentations (niftiio)
-FORMATS = (*dicomio.FORMATS, "nifti")
+# classic, enhanced, clinical: DICOM (dicomio); nifti: ACDC's NIfTI layout with segmentations; mnms2: M&Ms-2's
+# per-phase release layout with its cine and long-axis files (niftiio)
+FORMATS = (*dicomio.FORMATS, "nifti", "mnms2")
+NIFTI_FORMATS = ("nifti", "mnms2")
 # Kaggle DSB2 split sizes (train 1-500, validate 501-700, test 701-1140).
 KAGGLE_SPLITS = (("train", 500), ("validate", 200), ("test", 440))
 
@@ -84,6 +93,14 @@ class PhantomParams:
         unknown = set(self.defect_rates) - set(DEFECTS)
         if unknown:
             raise ValueError(f"phantom.defect_rates has unknown defects {sorted(unknown)}; known: {DEFECTS}")
+        active = {d for d, r in self.defect_rates.items() if r > 0}
+        # (The DICOM rule defects are not written in the NIfTI formats, as before: a volume cannot repeat a slice.)
+        wrong = active & set(MNMS2_DEFECTS) if self.format != "mnms2" else set()
+        if "late_repeat" in active and self.format != "classic":
+            wrong.add("late_repeat")
+        if wrong:
+            raise ValueError(f"phantom.defect_rates: {sorted(wrong)} cannot be written in format {self.format!r} "
+                             f"(late_repeat: classic only; {', '.join(MNMS2_DEFECTS)}: mnms2 only)")
         total = sum(self.defect_rates.values())
         if any(r < 0 for r in self.defect_rates.values()) or total > 1:
             raise ValueError(f"phantom.defect_rates must be >= 0 and sum to <= 1, got {self.defect_rates}")
@@ -245,11 +262,14 @@ def plan_subject(sid: int, defects: list[str], params: PhantomParams, truncate: 
     short_k = int(rng.integers(0, n)) if "inconsistent" in defects else -1
     short_frames = F - int(rng.integers(2, max(3, F // 3)))
     missing_k = int(rng.integers(1, n - 1)) if "noncontiguous" in defects else -1
+    # late_repeat: the most apical slice and one mid slice acquired again, stored after the run's last number.
+    late = {0: 0, n // 2: 1} if "late_repeat" in defects else {}
 
+    late_numbers = {k: max(sax_numbers) + 20 + 19 * i for k, i in late.items()}
     labels = [
-        {"subject": sid, "series": f"sax_{sax_numbers[k]}", "frame": frame,
-         "label": anatomy.slice_label(heart, phi, z_axis[k])}
+        {"subject": sid, "series": f"sax_{number}", "frame": frame, "label": anatomy.slice_label(heart, phi, z_axis[k])}
         for k in range(n) for frame, phi in ((ed, 0.0), (es, 1.0))
+        for number in (sax_numbers[k], *([late_numbers[k]] if k in late_numbers else []))
     ]
     return {k: v for k, v in locals().items() if k not in ("rng", "params", "sid")}
 
@@ -257,7 +277,7 @@ def plan_subject(sid: int, defects: list[str], params: PhantomParams, truncate: 
 def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams, out: Path,
                  truncate: str = "") -> dict:
     """Write one subject's study folder; return its truth entry and labels."""
-    if params.format == "nifti":
+    if params.format in NIFTI_FORMATS:
         return make_subject_nifti(sid, split, defects, params, out, truncate)
     p = plan_subject(sid, defects, params, truncate)
     heart, lv, planes, look, patient = p["heart"], p["lv"], p["planes"], p["look"], p["patient"]
@@ -284,6 +304,11 @@ def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams
                           slice_location=sl_sign * (float(planes[k].ipp @ planes[k].normal) - sl_offset),
                           description="sax")
             series = sax_numbers[k]
+            if k in p["late_numbers"]:
+                again = p["late_numbers"][k]  # e.g. sax_38 and sax_57 after sax_5-sax_18
+                rimg = _image(heart, phi, planes[k], lv, thickness, look, rng)
+                dicomio.write_image(study / f"sax_{again}" / f"IM-{again:04d}-{frame:04d}.dcm", patient, rimg,
+                                    series=again, acquisition=1, **common)
             if k == dup_k and not dup_second_series:
                 # Repeated acquisition at the same place: IM-<series>-<frame>-<k>.dcm
                 for rep in (1, 2):
@@ -338,6 +363,8 @@ def make_subject(sid: int, split: str, defects: list[str], params: PhantomParams
     }
     if p["truncated"]:
         truth["truncated"] = p["truncated"]
+    if p["late_numbers"]:  # the re-acquired slices: {first folder: the later one}
+        truth["late_repeats"] = {apex_to_base[k]: f"sax_{x}" for k, x in p["late_numbers"].items()}
     return {"sid": sid, "subject": subject, "truth": truth, "labels": labels}
 
 
@@ -356,11 +383,25 @@ def make_subject_nifti(sid: int, split: str, defects: list[str], params: Phantom
         seg = np.stack([anatomy.segment(heart, phi, *planes[k].lv_coords(lv)) for k in range(n)], axis=-1)
         frames[frame] = (image, seg)
     subject = nifti_id(sid)
-    niftiio.write_acdc_subject(out / "training" / subject, subject, frames, p["ed"], p["es"], niftiio.affine(planes))
+    if params.format == "mnms2":
+        cine = np.stack([np.stack([_image(heart, frame_phase(f, p["ed"], p["es"], params.frames), planes[k], lv,
+                                          thickness, look, rng) for k in range(n)], axis=-1)
+                         for f in range(1, params.frames + 1)], axis=-1)
+        mid = lv.origin - 0.45 * heart.cavity_length * lv.d
+        la_plane = geometry.plane_through(mid, lv.e1, -lv.d, p["spacing"], p["rows"], p["cols"])
+        la = {ph: (_image(heart, phi, la_plane, lv, thickness, look, rng)[..., None],
+                   anatomy.segment(heart, phi, *la_plane.lv_coords(lv))[..., None]) for ph, phi in (("ED", 0.0),
+                                                                                                  ("ES", 1.0))}
+        niftiio.write_mnms2_subject(out / "Training" / subject, subject, frames[p["ed"]], frames[p["es"]], cine,
+                                    la, niftiio.affine(planes), niftiio.affine([la_plane]),
+                                    [d for d in defects if d in MNMS2_DEFECTS])
+    else:
+        niftiio.write_acdc_subject(out / "training" / subject, subject, frames, p["ed"], p["es"],
+                                   niftiio.affine(planes))
     names = {f"sax_{x}": f"slice_{k}" for k, x in enumerate(p["sax_numbers"])}  # slice_K: apex first
     labels = [{**r, "subject": subject, "series": names[r["series"]]} for r in p["labels"]]
     truth = {"split": split, "ed_frame": p["ed"], "es_frame": p["es"], "apex_to_base": list(names.values()),
-             "defects": [d for d in defects if d == "black"],
+             "defects": [d for d in defects if d == "black" or d in MNMS2_DEFECTS],
              "edv_ml": round(anatomy.cavity_volume_ml(heart, 0.0), 2),
              "esv_ml": round(anatomy.cavity_volume_ml(heart, 1.0), 2), "slice_step_mm": round(p["step"], 3),
              "transposed": bool(np.dot(np.cross(planes[0].row, planes[0].col), lv.d) < 0)}
@@ -415,7 +456,7 @@ def make_phantom(out: str | Path, params: PhantomParams, progress: bool = True) 
         vols = [{"Id": r["subject"], "Systole": r["truth"]["esv_ml"], "Diastole": r["truth"]["edv_ml"]}
                 for r in results if r["truth"]["split"] == split]
         write_csv(tmp / f"{split}.csv", pd.DataFrame(vols, columns=["Id", "Systole", "Diastole"]))
-    if params.format in ("clinical", "nifti"):  # the Kaggle split folders the subjects were first written to
+    if params.format in ("clinical", *NIFTI_FORMATS):  # the Kaggle split folders the subjects were first written to
         for split, _ in KAGGLE_SPLITS:
             shutil.rmtree(tmp / split, ignore_errors=True)
     if out.exists():

@@ -1,4 +1,7 @@
-"""Write a phantom subject as ACDC ships its patients: NIfTI volumes at ED and ES with expert-style segmentations.
+"""Write a phantom subject as ACDC or M&Ms-2 ship theirs: NIfTI volumes at ED and ES with expert-style segmentations.
+
+M&Ms-2 (write_mnms2_subject): OUT/Training/<id>/<id>_SA_ED.nii.gz, _SA_ES, each with _gt (M&Ms label values:
+1 LV cavity, 2 myocardium, 3 RV), the 4-D <id>_SA_CINE.nii.gz and one-slice long-axis <id>_LA_ED / _LA_ES with _gt.
 
 OUT/training/patientNNNN/patientNNNN_frameFF.nii.gz (rows x columns x slices, int16), the same name with _gt
 (uint8, ACDC label values, phantom.anatomy.segment), and Info.cfg (``ED: F``, ``ES: F``). The affine maps voxel
@@ -53,4 +56,35 @@ def write_acdc_subject(folder: Path, name: str, frames: dict[int, tuple[np.ndarr
             write_volume(path, data, aff)
             written.append(path)
     (folder / "Info.cfg").write_text(f"ED: {ed}\nES: {es}\n")
+    return written
+
+
+# ACDC's label values (phantom.anatomy.segment: 1 RV, 2 myocardium, 3 LV cavity) to M&Ms' (1 LV, 2 myocardium, 3 RV).
+ACDC_TO_MNMS = np.array([0, 3, 2, 1], dtype=np.uint8)
+
+
+def write_mnms2_subject(folder: Path, name: str, ed: tuple[np.ndarray, np.ndarray], es: tuple[np.ndarray, np.ndarray],
+                        cine: np.ndarray, la: dict[str, tuple[np.ndarray, np.ndarray]], aff: np.ndarray,
+                        la_aff: np.ndarray, defects: list[str] = ()) -> list[Path]:  # type: ignore[assignment]
+    """Write one subject in M&Ms-2's layout; ``defects`` (phantom.generate.MNMS2_DEFECTS) write the broken cases:
+    missing_gt (no SA_ED_gt), gt_shape (SA_ES_gt one slice short), la_only (LA files only), cine_only (no
+    per-phase SA volumes)."""
+    files: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if "la_only" not in defects:
+        if "cine_only" not in defects:
+            for phase, (image, seg) in (("ED", ed), ("ES", es)):
+                files.append((f"SA_{phase}", image.astype(np.int16), aff))
+                seg = ACDC_TO_MNMS[seg]
+                if phase == "ES" and "gt_shape" in defects:
+                    seg = seg[..., :-1]
+                if not (phase == "ED" and "missing_gt" in defects):
+                    files.append((f"SA_{phase}_gt", seg.astype(np.uint8), aff))
+        files.append(("SA_CINE", cine.astype(np.int16), aff))
+    for phase, (image, seg) in la.items():
+        files += [(f"LA_{phase}", image.astype(np.int16), la_aff), (f"LA_{phase}_gt", ACDC_TO_MNMS[seg], la_aff)]
+    written = []
+    for part, data, a in files:
+        path = folder / f"{name}_{part}.nii.gz"
+        write_volume(path, data, a)
+        written.append(path)
     return written

@@ -6,6 +6,9 @@ A subject is one folder; its naming says the layout (``LAYOUTS``):
   segmentations, ``Info.cfg`` naming the ED and ES frames (``ED: 1``); ``<id>_4d.nii.gz`` is not needed.
 - ``mnms``: ``<id>_sa.nii.gz`` (4-D cine) and ``<id>_sa_gt.nii.gz`` (4-D, labelled at ED and ES only): the two
   labelled frames are ED and ES, ED the one with the larger LV cavity.
+- ``mnms2``: M&Ms-2 (2021) per phase: ``<id>_SA_ED.nii.gz`` / ``<id>_SA_ES.nii.gz`` with ``_gt`` segmentations,
+  ``<id>_SA_CINE.nii.gz`` (4-D) and the same for ``LA`` (long axis). The per-phase SA volumes are the stack; the
+  cine is read only where they are missing (ED/ES then come from its images), and LA is recorded and left out.
 - ``ukbb``: ``sa.nii.gz`` (4-D cine; UK Biobank's cine is triggered on the R wave, so frame 1 is ED),
   ``label_sa_ED.nii.gz`` / ``label_sa_ES.nii.gz`` and, where the ukbb_cardiac pipeline wrote it, ``sa_ES.nii.gz``
   (the ES volume, found in the cine by equality); or only the per-phase ``sa_ED`` / ``sa_ES`` volumes.
@@ -30,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from saxlevel import dicom
-from saxlevel.images import PixelError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # LPS = diag(-1, -1, 1) RAS: NIfTI's world x and y run to the patient's right and anterior, DICOM's to left and
@@ -50,9 +52,12 @@ class NiftiLayout:
 LAYOUTS: dict[str, NiftiLayout] = {
     "acdc": NiftiLayout("acdc", lv_cavity=3, myocardium=2),  # ACDC: 1 RV cavity, 2 myocardium, 3 LV cavity
     "mnms": NiftiLayout("mnms", lv_cavity=1, myocardium=2),  # M&Ms: 1 LV cavity, 2 myocardium, 3 RV
+    "mnms2": NiftiLayout("mnms2", lv_cavity=1, myocardium=2),  # M&Ms-2: 1 LV, 2 myocardium, 3 RV
     "ukbb": NiftiLayout("ukbb", lv_cavity=1, myocardium=2),  # UK Biobank (Bai et al.): 1 LV, 2 myo, 3 RV
 }
 ACDC_FRAME = re.compile(r"^(?P<id>.+)_frame(?P<frame>\d+)\.nii(\.gz)?$")
+# M&Ms-2 names each file <id>_<view>_<part>: view SA (short axis) or LA (long axis), part ED, ES, CINE, with _gt.
+MNMS2_FILE = re.compile(r"^(?P<id>.+)_(?P<view>SA|LA)_(?P<part>ED|ES|CINE)(?P<gt>_gt)?\.nii(\.gz)?$")
 
 
 def cavity_label_setting(value: Any, key: str = "filter.lv_cavity_label") -> int | None:
@@ -98,6 +103,8 @@ def volume_at(data: np.ndarray, t: int) -> np.ndarray:
 def read_image(path: str | Path, file_frame: int) -> np.ndarray:
     """Image ``file_frame`` (slice k of volume t at k + slices * t) of a NIfTI file as float32; a PixelError
     names the file when it cannot be read."""
+    from saxlevel.images import PixelError  # pixels (and pydicom) are to_png's and predict's, not filter_dicom's
+
     try:
         vol = read_volume(str(path))
         nz = vol.shape[2]
@@ -120,6 +127,8 @@ def subject_layout(folder: Path) -> str | None:
         return "acdc"
     if any(re.match(r".+_sa\.nii(\.gz)?$", n) for n in names):
         return "mnms"
+    if any(MNMS2_FILE.match(n) for n in names):
+        return "mnms2"
     if names & {"sa.nii.gz", "sa.nii", "sa_ED.nii.gz", "sa_ED.nii"}:
         return "ukbb"
     return None
@@ -188,7 +197,7 @@ def _acdc_frames(folder: Path, problem: dicom.Problem) -> list[Frame]:
         problem("frames", f"{info} not found: ED/ES are detected from the images", "warning")
     out = []
     for number, image in sorted(frames.items()):
-        seg = image.with_name(re.sub(r"\.nii(\.gz)?$", r"_gt.nii\1", image.name))
+        seg = image.with_name(_gt_name(image.name))
         out.append(Frame(number, image, 0, seg if seg.is_file() else None, 0, phases.get(number, "")))
     return out
 
@@ -239,12 +248,58 @@ def _ukbb_frames(folder: Path) -> list[Frame]:
             for t in range(n)]
 
 
+def _mnms2_frames(folder: Path, problem: dicom.Problem) -> list[Frame]:
+    """M&Ms-2: the per-phase SA volumes (ED frame 1, ES frame 2) with their segmentations; without them the 4-D
+    SA cine's frames (ED/ES from its images). LA files, and the cine where the per-phase volumes make it
+    unnecessary, are recorded as left out; a missing segmentation is recorded (no levels for that phase)."""
+    files: dict[tuple[str, str, bool], Path] = {}
+    for p in _nifti_files(folder):
+        m = MNMS2_FILE.match(p.name)
+        if m:
+            files[(m.group("view"), m.group("part"), bool(m.group("gt")))] = p
+    la = sorted(p.name for (view, _, _), p in files.items() if view == "LA")
+    sa = {(part, gt): p for (view, part, gt), p in files.items() if view == "SA"}
+    if not sa:
+        raise dicom.FileDefect("no_sax", f"{folder}: long-axis files only ({', '.join(la)}): M&Ms-2 names the "
+                               "short-axis stack <id>_SA_ED.nii.gz / <id>_SA_ES.nii.gz (or <id>_SA_CINE.nii.gz)")
+    if la:
+        problem("other_series", f"{', '.join(la)}: long-axis (LA) views, not the short-axis stack; left out",
+                "ignored")
+    phases = [p for p in ("ED", "ES") if (p, False) in sa]
+    if not phases:
+        cine = sa.get(("CINE", False))
+        if cine is None:
+            raise dicom.FileDefect("no_sax", f"{folder}: segmentations without their images "
+                                   f"({', '.join(sorted(p.name for p in sa.values()))}): the SA volumes "
+                                   "<id>_SA_ED.nii.gz / <id>_SA_ES.nii.gz are missing")
+        problem("frames", f"{cine.name}: no per-phase <id>_SA_ED / <id>_SA_ES volumes; ED and ES are detected from "
+                "the cine's images and have no segmentation", "warning")
+        return [Frame(t + 1, cine, t) for t in range(_volume_count(cine))]
+    if ("CINE", False) in sa:
+        problem("other_series", f"{sa['CINE', False].name}: the 4-D cine is not needed (ED and ES come from the "
+                "per-phase volumes); left out", "ignored")
+    for phase in ("ED", "ES"):
+        if phase not in phases:
+            problem("frames", f"{folder}: no <id>_SA_{phase}.nii.gz: only {', '.join(phases)} indexed", "warning")
+        elif (phase, True) not in sa:
+            problem("segmentation", f"{sa[phase, False].name}: its segmentation "
+                    f"{_gt_name(sa[phase, False].name)} is missing: no levels from segmentation at {phase}",
+                    "warning")
+    return [Frame(i + 1, sa[p, False], 0, sa.get((p, True)), 0, p) for i, p in enumerate(phases)]
+
+
+def _gt_name(image_name: str) -> str:
+    return re.sub(r"\.nii(\.gz)?$", r"_gt.nii\1", image_name)
+
+
 def subject_frames(folder: Path, layout: NiftiLayout, problem: dicom.Problem) -> list[Frame]:
     """The cardiac frames a subject folder holds, by its layout."""
     if layout.name == "acdc":
         return _acdc_frames(folder, problem)
     if layout.name == "mnms":
         return _mnms_frames(folder, layout)
+    if layout.name == "mnms2":
+        return _mnms2_frames(folder, problem)
     return _ukbb_frames(folder)
 
 
@@ -283,6 +338,9 @@ def index_subject(study: dicom.Study, policy: str = "paper", lv_cavity: int | No
     layout = LAYOUTS[name]
     try:
         frames = subject_frames(study.path, layout, problem)
+    except dicom.FileDefect as exc:
+        problem(exc.rule, str(exc))
+        return [], problems, 0
     except Exception as exc:  # nibabel raises many types on damaged files
         problem("unreadable", f"{study.path}: {exc.__class__.__name__}: {exc}")
         return [], problems, 0
