@@ -296,9 +296,9 @@ def test_cavity_label_parameter() -> None:
 
 def test_contour_levels_of_a_dicom_study(tmp_path: Path) -> None:
     """Sunnybrook-style contours (IM-0001-NNNN-icontour-manual.txt for file NNNN.dcm) give levels by the rule."""
-    from saxlevel import crossdomain
+    from saxlevel import contours, crossdomain
 
-    assert crossdomain.polygon_area(np.array([[0, 0], [4, 0], [4, 3], [0, 3]], float)) == 12.0
+    assert contours.polygon_area(np.array([[0, 0], [4, 0], [4, 3], [0, 3]], float)) == 12.0
     rows = []
     for k in range(6):  # 6 slices x 3 frames, file number = 3 k + frame
         for frame in (1, 2, 3):
@@ -312,7 +312,7 @@ def test_contour_levels_of_a_dicom_study(tmp_path: Path) -> None:
         (tmp_path / "c" / f"IM-0001-{3 * k + 1:04d}-icontour-manual.txt").write_text(square)
     for k in (1, 2, 3):
         (tmp_path / "c" / f"IM-0001-{3 * k + 3:04d}-icontour-manual.txt").write_text(small)
-    labels = crossdomain.contour_levels(index, tmp_path / "c")
+    labels = contours.contour_levels(index, tmp_path / "c")
     ed = labels[labels.frame == 1]
     es = labels[labels.frame == 3]
     assert set(ed.phase) == {"ED"} and set(es.phase) == {"ES"}

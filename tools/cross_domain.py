@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pandas as pd  # noqa: E402
 
-from saxlevel import crossdomain, io  # noqa: E402
+from saxlevel import contours, crossdomain, io  # noqa: E402
 
 
 def main() -> int:
@@ -44,7 +44,7 @@ def main() -> int:
         from saxlevel import predict
 
         index = predict.index_folder(args.study)
-        labels = crossdomain.contour_levels(index, args.contours)
+        labels = contours.contour_levels(index, args.contours)
         rows = crossdomain.dicom_rows(index, labels)
         print(f"{args.study}: {len(rows)} contour-labelled images, levels {rows.label.value_counts().to_dict()}")
     cache: dict = {}
