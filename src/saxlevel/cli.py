@@ -40,13 +40,15 @@ def _default_model(params_path: str) -> str:
 def _predict(args: argparse.Namespace) -> int:
     from saxlevel import coverage, predict
 
-    model = args.model or _default_model(args.params)
     out = args.out or f"predictions/{Path(args.dicom_dir).resolve().name}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            table, cover, seconds = predict.run(args.dicom_dir, model, out, args.frames, args.decode,
-                                                args.backbone_model)
+            model = args.model or str(predict.default_model())
+            info = predict.model_info(model)
+            how = args.decode or predict.default_decoding(info)
+            print(f"model: {model}\nlevel definition: {predict.level_definition(info)}; decoding: {how}")
+            table, cover, seconds = predict.run(args.dicom_dir, model, out, args.frames, how, args.backbone_model)
         except (predict.PredictError, OSError) as exc:
             print(f"saxlevel predict: error: {exc}", file=sys.stderr)
             return 2
@@ -91,14 +93,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `predict`, `export` and `label` on the `saxlevel` parser."""
     p = sub.add_parser("predict", help="levels of every slice of one subject's DICOM folder")
     p.add_argument("dicom_dir", help="one subject's study (Kaggle layout) or any folder of SAX DICOMs")
-    p.add_argument("--model", help="models/BACKBONE-HEAD.keras or a fine-tuned models/finetuned/BACKBONE-HEAD.keras "
-                   "(default: the selected backbone/head in params.yaml)")
+    p.add_argument("--model", help="any saxlevel model: models/BACKBONE-HEAD.keras, a fine-tuned "
+                   "models/finetuned/BACKBONE-HEAD.keras, an exported one (default: the real-heart model shipped in "
+                   "the package, see its MODEL_CARD.md)")
     p.add_argument("--backbone-model", help="frozen backbone .keras for a head trained on the feature cache (default: the one recorded "
                    "in the model; fine-tuned models hold their backbone)")
     p.add_argument("--out", help="output folder (default: predictions/<folder name>)")
     p.add_argument("--frames", default="ed-es", choices=["ed-es", "all"])
-    p.add_argument("--decode", default="argmax", choices=["argmax", "ordered"])
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--decode", choices=["argmax", "ordered", "anatomical"],
+                   help="default: the model's own (the real-heart model: anatomical, the most likely single run of "
+                        "LV slices, so levels never go backwards; models of the paper's grid: argmax)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="one self-contained model file: a head with its frozen backbone and preprocessing")
@@ -111,8 +115,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label", help="label SAX stacks by hand (the paper's matplotlib labeler)")
     p.add_argument("--index", default="data/png/index.csv", help="to_png's index.csv")
     p.add_argument("--labels", required=True, help="labels CSV to create or continue")
-    p.add_argument("--predictions", help="a predictions CSV, or a labels CSV such as to_png's levels from a segmentation "
-                        "(data/png/labels.csv): show it and pre-fill unlabeled slices")
+    p.add_argument("--predictions", help="a predictions CSV, saxlevel predict's levels.csv (e.g. the real-heart model's), "
+                        "or a labels CSV such as to_png's levels from a segmentation (data/png/labels.csv): show it and "
+                        "pre-fill unlabeled slices")
     p.add_argument("--user", help="name recorded in labeled_by (default: $USER)")
     p.add_argument("--review", choices=["uncertain"],
                    help="order subjects by the model's uncertainty (least confident first); needs --predictions")

@@ -127,10 +127,12 @@ class Labeler:
                     "label": r["label"], "labeled_by": r.get("labeled_by", ""), "labeled_at": r.get("labeled_at", "")}
         self.pred: dict[tuple, str] = {}
         if predictions is not None:
-            # A predictions CSV (pred) or a labels CSV (label), e.g. to_png's levels from a segmentation.
-            column = "pred" if "pred" in predictions.columns else "label"
-            if column not in predictions.columns:
-                raise ValueError("--predictions needs a predictions CSV (column pred) or a labels CSV (column label)")
+            # A predictions CSV (pred), saxlevel predict's levels.csv (level), or a labels CSV (label), e.g. to_png's
+            # levels from a segmentation.
+            column = next((c for c in ("pred", "level", "label") if c in predictions.columns), None)
+            if column is None:
+                raise ValueError("--predictions needs a predictions CSV (column pred), saxlevel predict's levels.csv "
+                                 "(column level) or a labels CSV (column label)")
             for r in predictions.to_dict("records"):
                 self.pred[(io.subject_id(r["subject"]), str(r["series"]), int(r["frame"]))] = str(r[column])
         self.current = self._first_unfinished()

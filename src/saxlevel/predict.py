@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, backbones, coverage, decode, dicom, features, images, io, pngs
+from saxlevel import CLASS_INDEX, CLASSES, backbones, coverage, decode, dicom, features, images, io, pngs, realheart
 from saxlevel.sources import dicom_folder, nifti
+
+# The real-heart model shipped inside the package (realheart/dvc.yaml trains it; MODEL_CARD.md beside it).
+SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped" / "realheart.keras"
 
 
 class PredictError(ValueError):
@@ -35,6 +38,25 @@ class LoadedModel:
     info: dict
     head: Any
     backbone: Any | None  # the frozen extractor; None for a self-contained fine-tuned model
+
+
+def default_model() -> Path:
+    """The model predict uses without --model: the shipped real-heart model."""
+    if not SHIPPED_MODEL.is_file():
+        raise PredictError(f"the shipped real-heart model {SHIPPED_MODEL} is missing from this install: reinstall "
+                           "saxlevel, or pass --model PATH")
+    return SHIPPED_MODEL
+
+
+def level_definition(info: dict) -> str:
+    """How a model's levels are defined: the consensus thirds (real-heart model) or the paper's papillary-muscle
+    rule (every model trained before models recorded it)."""
+    return str(info.get("level_definition", realheart.PAPER_DEFINITION))
+
+
+def default_decoding(info: dict) -> str:
+    """A model's own decoding: anatomical for the real-heart model, argmax (the paper's) for the others."""
+    return str(info.get("decoding", "argmax"))
 
 
 def model_info(path: str | Path) -> dict:
@@ -63,6 +85,8 @@ def load_model(path: str | Path, backbone_model: str | Path | None = None) -> Lo
     info = model_info(path)
     if info.get("classes") != list(CLASSES):
         raise PredictError(f"{path} was trained with classes {info.get('classes')}, expected {list(CLASSES)}")
+    if info.get("kind") == "cavity":  # the real-heart model: one self-contained U-Net (realheart)
+        return LoadedModel(info, keras.models.load_model(path, compile=False), None)
     if info.get("input") == "gray":
         return LoadedModel(info, keras.models.load_model(path), None)
     candidates = [Path(backbone_model)] if backbone_model else [
@@ -135,11 +159,12 @@ def preprocessing(info: dict) -> dict:
 
 
 def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es",
-                   how: str = "argmax") -> pd.DataFrame:
+                   how: str | None = None) -> pd.DataFrame:
     """One row per (frame, slice): phase, frame, series, order, position_mm, level, the five probabilities, and
     the DICOM path, frame in the file and windowed 8-bit image it came from. Every preprocessing choice (window,
     ED/ES frames, image size) is the one the model was trained with."""
     prep = preprocessing(model.info)
+    how = how or default_decoding(model.info)
     pct = (float(prep["window_percentiles"][0]), float(prep["window_percentiles"][1]))
     index = index_folder(folder)
     if frames == "ed-es" and index.frame.nunique() == 1:  # one volume: its phase if the source names it
@@ -171,9 +196,13 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
         if not keep:
             raise PredictError(f"no image of {phase} frame {frame} in {folder} could be read")
         stack = stack.iloc[keep]
-        gray = np.stack([features.square_resize(img, int(prep["image_size"])) for img in windowed])
-        probs = stack_probabilities(model, gray)
-        levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
+        if model.info.get("kind") == "cavity":
+            by_run, probs = _cavity_levels(model, stack, how)
+            levels = np.array([CLASS_INDEX[lv] for lv in by_run])
+        else:
+            gray = np.stack([features.square_resize(img, int(prep["image_size"])) for img in windowed])
+            probs = stack_probabilities(model, gray)
+            levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
         for k, r in enumerate(stack.itertuples()):
             rows.append({"subject": r.subject, "phase": phase, "frame": frame, "series": r.series,
                          "order": int(r.order), "position_mm": round(float(r.position_mm), 2),
@@ -183,7 +212,23 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
     return pd.DataFrame(rows)
 
 
-def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str = "ed-es", how: str = "argmax",
+def _cavity_levels(model: LoadedModel, stack: pd.DataFrame, how: str) -> tuple[list[str], np.ndarray]:
+    """The real-heart model on one stack (rows apex -> base): levels by ``how`` (anatomical: the most likely run
+    of LV slices; argmax / ordered: of the level probabilities) and the level probabilities."""
+    raw = []
+    for p, k in zip(stack.path, stack.file_frame):
+        try:
+            raw.append(pngs.read_image(p, k))
+        except ValueError as exc:
+            raise PredictError(f"{p}: {exc}") from None
+    named, probs, _ = realheart.predict_stack(model.head, model.info["calibration"], raw,
+                                              float(stack.pixel_spacing.iloc[0]), stack.position_mm.to_numpy(float))
+    if how != realheart.DECODING:
+        named = [CLASSES[i] for i in decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)]
+    return named, probs
+
+
+def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str = "ed-es", how: str | None = None,
         backbone_model: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """Load, predict, write OUT/levels.csv, OUT/coverage.csv (does each stack reach beyond the apex and the
     base), OUT/aha.csv (each slice's AHA 17-segment region) and a Figure-3-style PNG per stack marked with the
@@ -192,6 +237,9 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
 
     io.check_output_dir(out)
     model = load_model(model_path, backbone_model)
+    how = how or default_decoding(model.info)
+    if how == realheart.DECODING and model.info.get("kind") != "cavity":
+        raise PredictError(f"--decode {how} is the real-heart model's; {model_path} decodes argmax or ordered")
     t0 = time.perf_counter()
     table = predict_folder(folder, model, frames, how)
     seconds = time.perf_counter() - t0
@@ -202,7 +250,7 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     io.write_csv(out / "levels.csv", levels)
     io.write_csv(out / "coverage.csv", cover)
     io.write_csv(out / "aha.csv", aha)
-    name = f"{model.info['backbone']}-{model.info['head']}"
+    name = model.info.get("name") or f"{model.info['backbone']}-{model.info['head']}"
     for (phase, stack), ends in zip(table.groupby("phase", sort=False), cover.itertuples()):
         panel = stack.assign(true=stack.level, pred=stack.level, aha_region=aha.aha_region[stack.index].to_numpy(),
                              aha_segments=aha.aha_segments[stack.index].to_numpy(),
