@@ -186,10 +186,12 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
     rows = []
     for phase, frame in wanted:
         stack = index[index.frame == frame].sort_values("order")
-        windowed, keep = [], []
+        raw, windowed, keep = [], [], []
         for i, (p, k) in enumerate(zip(stack.path, stack.file_frame)):
             try:
-                windowed.append(_windowed(p, k, pct))
+                image, shown = _read_windowed(p, k, pct)
+                raw.append(image)
+                windowed.append(shown)
                 keep.append(i)
             except PredictError as exc:  # one bad image costs its slice in this stack, with a warning
                 warnings.warn(f"{phase} frame {frame}: slice dropped: {exc}", stacklevel=2)
@@ -197,7 +199,7 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
             raise PredictError(f"no image of {phase} frame {frame} in {folder} could be read")
         stack = stack.iloc[keep]
         if model.info.get("kind") == "cavity":
-            by_run, probs = _cavity_levels(model, stack, how)
+            by_run, probs = _cavity_levels(model, stack, raw, how)
             levels = np.array([CLASS_INDEX[lv] for lv in by_run])
         else:
             gray = np.stack([features.square_resize(img, int(prep["image_size"])) for img in windowed])
@@ -212,15 +214,11 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
     return pd.DataFrame(rows)
 
 
-def _cavity_levels(model: LoadedModel, stack: pd.DataFrame, how: str) -> tuple[list[str], np.ndarray]:
-    """The real-heart model on one stack (rows apex -> base): levels by ``how`` (anatomical: the most likely run
-    of LV slices; argmax / ordered: of the level probabilities) and the level probabilities."""
-    raw = []
-    for p, k in zip(stack.path, stack.file_frame):
-        try:
-            raw.append(pngs.read_image(p, k))
-        except ValueError as exc:
-            raise PredictError(f"{p}: {exc}") from None
+def _cavity_levels(model: LoadedModel, stack: pd.DataFrame, raw: list[np.ndarray],
+                   how: str) -> tuple[list[str], np.ndarray]:
+    """The real-heart model on one stack (rows apex -> base, ``raw`` their stored images): levels by ``how``
+    (anatomical: the most likely run of LV slices; argmax / ordered: of the level probabilities) and the level
+    probabilities."""
     named, probs, _ = realheart.predict_stack(model.head, model.info["calibration"], raw,
                                               float(stack.pixel_spacing.iloc[0]), stack.position_mm.to_numpy(float))
     if how != realheart.DECODING:
@@ -262,10 +260,12 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     return levels, cover, seconds
 
 
-def _windowed(path: str, file_frame: int, pct: tuple[float, float]) -> np.ndarray:
-    """One image windowed to 8 bits; an image that cannot be decoded or windowed is a PredictError naming it."""
+def _read_windowed(path: str, file_frame: int, pct: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """One image as stored (float32) and windowed to 8 bits, decoded once; an image that cannot be decoded or
+    windowed is a PredictError naming it."""
     try:
-        return images.window(pngs.read_image(path, file_frame), *pct)
+        image = pngs.read_image(path, file_frame)
+        return image, images.window(image, *pct)
     except ValueError as exc:
         raise PredictError(f"{path}: {exc}") from None
 
