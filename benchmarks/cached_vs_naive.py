@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import backbones, features, heads, training
+from saxlevel.learning import backbones, features, heads, training
 from saxlevel.stageutil import seed_everything
 
 

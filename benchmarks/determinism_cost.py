@@ -36,7 +36,7 @@ def worker(args: argparse.Namespace) -> None:
     """One configuration: extract and save features plus images/s (runs in its own process)."""
     import pandas as pd
 
-    from saxlevel import features
+    from saxlevel.learning import features
     from saxlevel.stageutil import seed_everything
 
     seed_everything(0)

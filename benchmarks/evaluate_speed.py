@@ -36,9 +36,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from train_speed import previous_tree, synthetic_split  # noqa: E402
 
-from saxlevel import CLASSES, catalog, images, training  # noqa: E402
+from saxlevel import CLASSES, catalog  # noqa: E402
 from saxlevel import io as sio  # noqa: E402
 from saxlevel import params as P  # noqa: E402
+from saxlevel.evaluation import table5  # noqa: E402
+from saxlevel.ingest import images  # noqa: E402
 
 # The last commit whose evaluate stage decoded, bootstrapped and compared as it did before this benchmark.
 PREVIOUS = "48a72ea"
@@ -70,7 +72,7 @@ def write_checkout(dest: Path, subjects: int, grid: str) -> tuple[Path, int]:
     for k, name in enumerate(names):
         q = 0.2 + 0.7 * k / max(len(names) - 1, 1)  # a different accuracy per model
         probs = q * truth + (1 - q) * rng.dirichlet(np.ones(len(CLASSES)), len(rows))
-        sio.write_csv(dest / "data" / "predictions" / f"{name}.csv", training.predictions_frame(rows, probs))
+        sio.write_csv(dest / "data" / "predictions" / f"{name}.csv", table5.predictions_frame(rows, probs))
         for part in ("train", "eval"):
             for metric in ("loss", "accuracy"):
                 values = np.linspace(1.2, 0.4, 27) + rng.normal(0, 0.02, 27)

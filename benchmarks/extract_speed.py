@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from saxlevel import backbones, catalog, features  # noqa: E402
+from saxlevel import catalog  # noqa: E402
+from saxlevel.learning import backbones, features
 from saxlevel.tfquiet import import_tensorflow  # noqa: E402
 
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from saxlevel import dicom  # noqa: E402
+from saxlevel.sources import kaggle
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def stage_files(raw: Path) -> list[str]:
     """Every file filter_dicom reads: the image files of each study's sax_N folders."""
-    return [str(f) for study in dicom.find_studies(raw) for _, _, f in dicom.sax_entries(study.path)]
+    return [str(f) for study in kaggle.find_studies(raw) for _, _, f in kaggle.sax_entries(study.path)]
 
 
 def _read_headers(paths: list[str]) -> int:

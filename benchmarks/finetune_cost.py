@@ -23,8 +23,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from saxlevel import backbones, catalog, finetune, heads, training
+from saxlevel import catalog
 from saxlevel import params as P
+from saxlevel.learning import backbones, finetune, heads, training
 from saxlevel.stageutil import seed_everything
 
 MODES = ("cached", "frozen+aug", "top", "top-cached", "all")

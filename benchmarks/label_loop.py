@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, catalog, training
+from saxlevel import CLASSES, catalog
 from saxlevel import params as P
+from saxlevel.learning import training
 from saxlevel.stageutil import seed_everything
 
 KAGGLE_SUBJECTS = 974  # paper Table 1, after the exclusion rules
@@ -79,7 +80,7 @@ def main() -> None:
         batch = catalog.batch_size(args.backbone, args.head)
         target = run[run.subject.isin(held_out)]
         if args.finetune:
-            from saxlevel import finetune
+            from saxlevel.learning import finetune
 
             cfg = P.train_settings(P.load(args.params), P.FINETUNE_SECTION)
             if images is None:

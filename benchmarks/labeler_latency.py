@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 
-from saxlevel import images, labeler  # noqa: E402
+from saxlevel import labeler  # noqa: E402
+from saxlevel.ingest import images
 
 REPO = Path(__file__).resolve().parents[1]
 # The last commit with the previous labeler (one stack per screen, every event reloads and redraws all).

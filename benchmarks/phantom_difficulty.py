@@ -23,8 +23,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from saxlevel import CLASSES, features
-from saxlevel.metrics import encode
+from saxlevel import CLASSES
+from saxlevel.evaluation.metrics import encode
+from saxlevel.learning import features
 from saxlevel.stageutil import seed_everything
 
 

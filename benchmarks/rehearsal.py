@@ -61,7 +61,7 @@ def stages(raw: Path, work: Path, params: Path, backbone: str) -> list[tuple[str
     py = [sys.executable]
     p = ["--params", str(params)]
     train = []
-    # every head of the grid, as DVC runs them: the first stage trains them all side by side (saxlevel.handoff)
+    # every head of the grid, as DVC runs them: the first stage trains them all side by side (saxlevel.learning.handoff)
     for head in yaml.safe_load(params.read_text())["grid"]["heads"]:
         key = f"{backbone}-{head}"
         train.append((f"train@{key}", py + ["stages/train.py", "--backbone", backbone, "--head", head,

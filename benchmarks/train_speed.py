@@ -6,7 +6,7 @@ split.csv and feature cache, with the same params.yaml; the previous one is the 
 (today's implementation before this change, read from the repository's history, no copy kept in the tree),
 interleaved backbone by backbone so that a change in the machine's load hits both. The current stages of one
 backbone run as a group: the first trains every head side by side and hands the others their models
-(saxlevel.handoff with SAXLEVEL_HANDOFF=backbone; in `dvc repro` the first stage trains the whole grid), so a
+(saxlevel.learning.handoff with SAXLEVEL_HANDOFF=backbone; in `dvc repro` the first stage trains the whole grid), so a
 group's time is the sum of its stages. The RNN heads are also run as a
 group of their own, for their ratio. The floor is each head's forward and backward passes and Adam steps on
 batches already in memory, in one compiled loop, for as many epochs as the current stage ran. Needs a
@@ -41,9 +41,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from saxlevel import catalog, training  # noqa: E402
+from saxlevel import catalog  # noqa: E402
 from saxlevel import io as sio  # noqa: E402
 from saxlevel import params as P  # noqa: E402
+from saxlevel.learning import training  # noqa: E402
 
 # The last commit whose train stage fit the heads with keras' Model.fit (per batch through fit's machinery,
 # every stack padded to the split's longest).
@@ -99,7 +100,7 @@ def floor_seconds(data: Path, backbone: str, head: str, epochs: int, cfg: P.Trai
     compiled loop (no data preparation, no Python per batch): what the stage's training could cost at best."""
     import tensorflow as tf
 
-    from saxlevel.heads import build_head
+    from saxlevel.learning.heads import build_head
 
     split = sio.read_table(data / "data/split.csv")
     feats = np.load(data / "data/features" / f"{backbone}.npy")

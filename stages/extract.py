@@ -9,8 +9,9 @@ import numpy as np
 # editable install would otherwise import the main workspace's src/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from saxlevel import features, io
+from saxlevel import io
 from saxlevel import params as P
+from saxlevel.learning import features
 from saxlevel.stageutil import parser, run_stage, seed_everything
 
 

@@ -10,8 +10,9 @@ import numpy as np
 # This checkout's library first (see stages/extract.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from saxlevel import io, modelcard, realtrain
+from saxlevel import io
 from saxlevel import params as P
+from saxlevel.realheart import modelcard, realtrain
 from saxlevel.stageutil import parser, run_stage, seed_everything
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 # editable install would otherwise import the main workspace's src/.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from saxlevel import io, splits
+from saxlevel import io
 from saxlevel import params as P
+from saxlevel.ingest import splits
 from saxlevel.stageutil import parser, run_stage
 
 

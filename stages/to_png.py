@@ -9,8 +9,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pandas as pd
 
-from saxlevel import images, io, pngs
+from saxlevel import io
 from saxlevel import params as P
+from saxlevel.ingest import images, pngs
 from saxlevel.stageutil import StageError, parser, run_stage
 
 

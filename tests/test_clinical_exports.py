@@ -22,9 +22,11 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from saxlevel import dicom, io, pngs, predict, sources, splits
+from saxlevel import io, predict, sources
 from saxlevel import params as P
+from saxlevel.ingest import pngs, splits
 from saxlevel.phantom import make_phantom
+from saxlevel.sources import dicomfile
 from test_scanner_exports import _file, _Probe, _record_stacks, _stage, _study
 
 from conftest import REPO, phantom_params
@@ -97,15 +99,15 @@ def test_a_vestigial_functional_group_sequence_is_classic(tmp_path: Path) -> Non
     """A classic MR file with an empty PerFrameFunctionalGroupsSequence keeps its top-level geometry."""
     make_study(tmp_path, 1)
     f = _file(tmp_path, 1)
-    plain = dicom.read_frames(f)
+    plain = dicomfile.read_frames(f)
     ds = pydicom.dcmread(f)
     ds.PerFrameFunctionalGroupsSequence = Sequence([Dataset()])
     ds.save_as(f)
-    got = dicom.read_frames(f)
+    got = dicomfile.read_frames(f)
     assert len(got) == 1 and np.allclose(got[0]["ipp"], plain[0]["ipp"]) and got[0]["frame"] is None
-    assert dicom.uses_functional_groups(ds, 1) is False
+    assert dicomfile.uses_functional_groups(ds, 1) is False
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR: the groups are where the geometry is
-    assert dicom.uses_functional_groups(ds, 1) is True
+    assert dicomfile.uses_functional_groups(ds, 1) is True
 
 
 @pytest.mark.parametrize("trigger,instance,want", [
@@ -116,7 +118,7 @@ def test_a_vestigial_functional_group_sequence_is_classic(tmp_path: Path) -> Non
     ([0, 40, 80], [3, 1, 2], [1, 2, 3]),  # InstanceNumber against trigger time: the plain rank
 ])
 def test_frames_are_ranks_at_a_slice(trigger: list, instance: list, want: list) -> None:
-    got = dicom.frame_ranks(np.array(trigger, float), np.array(instance))
+    got = dicomfile.frame_ranks(np.array(trigger, float), np.array(instance))
     assert got.tolist() == want
 
 

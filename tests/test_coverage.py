@@ -1,4 +1,4 @@
-"""LV coverage QC and the AHA assignment from levels (saxlevel.coverage), the phantom's truncated stacks, and
+"""LV coverage QC and the AHA assignment from levels (saxlevel.evaluation.coverage), the phantom's truncated stacks, and
 coverage detection on the real ACDC segmentations (skipped, saying so, where they are absent)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import CLASS_INDEX, CLASSES, coverage, evaluation
-from saxlevel.phantom import generate
+from saxlevel import CLASS_INDEX, CLASSES
+from saxlevel.evaluation import coverage, table5
+from saxlevel.phantom import generate, plan
 
 from conftest import REPO, phantom_params
 
@@ -98,15 +99,15 @@ def _predictions(true: dict[str, str], pred: dict[str, str]) -> pd.DataFrame:
 def test_evaluate_reports_coverage_detection_per_model() -> None:
     true = {"a": "oap ap mid bs obs", "b": "ap mid bs obs", "c": "ap mid bs", "d": "oap mid bs obs"}
     pred = {"a": "oap ap mid bs obs", "b": "ap mid bs obs", "c": "oap mid bs", "d": "oap mid bs bs"}
-    result = evaluation.evaluate_model(_predictions(true, pred), 0, 0)
+    result = table5.evaluate_model(_predictions(true, pred), 0, 0)
     cov = result["argmax"]["test"]["coverage"]
     # apex missing in b and c, detected in b only; present in a and d, both right
     assert cov["apex"] == {"missing": 2, "present": 2, "sensitivity": 0.5, "specificity": 1.0, "accuracy": 0.75}
     # base missing in c, detected; present in a, b, d, d predicted missing
     assert cov["base"]["sensitivity"] == 1.0 and cov["base"]["specificity"] == pytest.approx(2 / 3, abs=1e-4)
-    rows = evaluation.coverage_rows("m", result)
+    rows = table5.coverage_rows("m", result)
     assert {(r["decode"], r["end"]) for r in rows} == {(d, e) for d in ("argmax", "ordered") for e in ("apex", "base")}
-    head = evaluation.flat_headline("m", "argmax", result["argmax"]["test"])
+    head = table5.flat_headline("m", "argmax", result["argmax"]["test"])
     assert head["apex_missing_sensitivity"] == 0.5 and head["base_missing_specificity"] == pytest.approx(2 / 3, abs=1e-4)
 
 
@@ -117,7 +118,7 @@ def test_evaluate_reports_coverage_detection_per_model() -> None:
 def test_cut_stacks_miss_their_end_in_both_phases(end: str) -> None:
     params = phantom_params(subjects=40, truncated={"apex": 0.0, "base": 0.0})
     for sid in range(1, 9):
-        whole, cut = generate.plan_subject(sid, [], params), generate.plan_subject(sid, [], params, end)
+        whole, cut = plan.plan_subject(sid, [], params), plan.plan_subject(sid, [], params, end)
         assert cut["truncated"] == end and cut["n"] < whole["n"]
         for frame in (cut["ed"], cut["es"]):
             levels = [r["label"] for r in cut["labels"] if r["frame"] == frame]
@@ -133,13 +134,13 @@ def test_cut_stacks_miss_their_end_in_both_phases(end: str) -> None:
 
 def test_truncation_is_seeded_disjoint_and_leaves_other_subjects_alone() -> None:
     params = phantom_params(subjects=40, truncated={"apex": 0.2, "base": 0.1})
-    chosen = generate.assign_truncation(params)
+    chosen = plan.assign_truncation(params)
     assert sorted(chosen.values()).count("apex") == 8 and sorted(chosen.values()).count("base") == 4
-    assert chosen == generate.assign_truncation(params)
+    assert chosen == plan.assign_truncation(params)
     plain = phantom_params(subjects=40, truncated={"apex": 0.0, "base": 0.0})
-    assert generate.assign_truncation(plain) == {}
+    assert plan.assign_truncation(plain) == {}
     other = next(s for s in range(1, 41) if s not in chosen)
-    a, b = generate.plan_subject(other, [], params), generate.plan_subject(other, [], plain)
+    a, b = plan.plan_subject(other, [], params), plan.plan_subject(other, [], plain)
     assert a["labels"] == b["labels"] and a["z_axis"] == b["z_axis"]
     with pytest.raises(ValueError, match="phantom.truncated has unknown ends"):
         phantom_params(truncated={"middle": 0.1}).validate()
@@ -149,7 +150,7 @@ def test_truncation_is_seeded_disjoint_and_leaves_other_subjects_alone() -> None
 
 def test_phantom_records_its_cut_stacks(tmp_path: Path) -> None:
     truth = generate.make_phantom(tmp_path / "ph", phantom_params(subjects=6, frames=6, jobs=1, truncated={
-        "apex": 0.34, "base": 0.17}, defect_rates={d: 0.0 for d in generate.DEFECTS}), progress=False)
+        "apex": 0.34, "base": 0.17}, defect_rates={d: 0.0 for d in plan.DEFECTS}), progress=False)
     cut = {s: t["truncated"] for s, t in truth["subjects"].items() if "truncated" in t}
     assert sorted(cut.values()) == ["apex", "apex", "base"] and truth["params"]["truncated"]["apex"] == 0.34
     labels = pd.read_csv(tmp_path / "ph" / "labels.csv")
@@ -166,7 +167,8 @@ def test_phantom_records_its_cut_stacks(tmp_path: Path) -> None:
 def test_acdc_coverage_truth_follows_the_segmentation(tmp_path: Path) -> None:
     """Every real ACDC stack: its levels from the expert segmentation reach the apex exactly when its apex-most slice
     has no LV cavity, and the base exactly when its base-most slice has none; some stacks miss each end."""
-    from saxlevel import seglevels, sources
+    from saxlevel import sources
+    from saxlevel.ingest import seglevels
 
     root = tmp_path / "acdc"
     (root / "training").mkdir(parents=True)

@@ -94,4 +94,4 @@ def test_the_import_walk_sees_function_level_imports(tmp_path: Path) -> None:
     script = tmp_path / "s.py"
     script.write_text("def f():\n    from saxlevel import predict\n")
     files = {str(f.relative_to(SRC)) for f in transitive_files(script)}
-    assert {"saxlevel/__init__.py", "saxlevel/predict.py", "saxlevel/dicom.py"} <= files
+    assert {"saxlevel/__init__.py", "saxlevel/predict.py", "saxlevel/sources/rules.py"} <= files

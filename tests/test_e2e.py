@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from saxlevel import coverage
-from saxlevel.phantom import dicomio, generate
+from saxlevel.evaluation import coverage
+from saxlevel.phantom import dicomio, generate, plan
 
 from conftest import REPO
 
@@ -168,7 +168,7 @@ def test_dvc_repro_tiny(tiny: tuple[Path, dict], tmp_path: Path) -> None:
     aha = pd.read_csv(tmp_path / "pred" / "aha.csv", keep_default_na=False)
     assert len(aha) == len(levels) and (aha.level.map(lambda x: coverage.AHA[x][0]) == aha.aha_region).all()
     # A NIfTI subject folder (ACDC layout) and one of its volumes: levels for both phases, or for the one volume.
-    params = generate.PhantomParams.from_params(yaml.safe_load((repo / "params.yaml").read_text()))
+    params = plan.PhantomParams.from_params(yaml.safe_load((repo / "params.yaml").read_text()))
     made = generate.make_subject_nifti(sid, "train", [], params, tmp_path / "nifti")
     folder = tmp_path / "nifti" / "training" / made["subject"]
     _run([*cli[:4], str(folder), *cli[5:-1], str(tmp_path / "pred_nifti")], repo, env)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from saxlevel import backbones, efficientnet_lite, torchfile
 from saxlevel import params as P
+from saxlevel.learning import backbones, efficientnet_lite, torchfile
 
 # -- a legacy PyTorch file written by hand (protocol-2 opcodes), so the reader is tested without PyTorch --
 
@@ -175,7 +175,7 @@ def test_finetune_top_from_imagenet_keeps_batchnorm_and_the_bottom(tmp_path: Pat
     convolutions only; no BatchNorm statistic or earlier weight moves."""
     import keras
 
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     prm = {"features": {"weights": "none", "backbone_weights": {"efficientnetlite0": "imagenet"}, "image_size": 64,

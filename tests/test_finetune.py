@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import CLASSES, augment, backbones, catalog
+from saxlevel import CLASSES, catalog
 from saxlevel import params as P
+from saxlevel.learning import augment, backbones
 
 PARAMS = {
     "features": {"weights": "none", "image_size": 224, "bn_images": 8},
@@ -61,7 +62,7 @@ def test_transform_geometry() -> None:
 
 
 def test_batches_pad_mask_labels_and_are_seeded() -> None:
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (9, 16, 16)).astype(np.uint8)
@@ -108,7 +109,7 @@ def test_batchnorm_choice_per_weights(weights: str, mode: str, policy: str, trai
 def test_finetune_modes_per_backbone(name: str) -> None:
     import keras
 
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     counts = {}
     for mode in catalog.FINETUNE_MODES:
@@ -127,7 +128,7 @@ def test_finetune_modes_per_backbone(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(backbones.SPECS))
 def test_gray_preprocessing_layer_matches_preprocess_input(name: str) -> None:
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     gray = np.random.default_rng(0).integers(0, 256, (2, 8, 8)).astype(np.uint8)
     got = np.asarray(finetune.GrayToBackbone(name)(gray.astype(np.float32)[..., None]))
@@ -138,7 +139,8 @@ def test_padded_slices_change_nothing_even_in_training_mode(tmp_path) -> None:
     """Padding is cut out before the backbone (no BatchNorm batch statistics) and masked for the RNN."""
     import keras
 
-    from saxlevel import finetune, io
+    from saxlevel import io
+    from saxlevel.learning import finetune
 
     model, facts = finetune.prepare("mobilenet", "bigru", settings(), [])
     assert facts["batchnorm_trains"] and facts["backbone_trainable_parameters"] > 0
@@ -170,7 +172,7 @@ def _toy_images(n_subjects: int = 6, size: int = 32) -> tuple[pd.DataFrame, np.n
 @pytest.mark.parametrize("name", list(backbones.SPECS))
 def test_split_at_top_shares_the_backbone(name: str) -> None:
     """bottom then top = the whole backbone, and training top trains the backbone's own layers."""
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     model = backbones.build(name, 32, "none")
     finetune.set_trainable(model, name, "top", bn_train=False, bn_momentum=0.9)
@@ -189,7 +191,7 @@ def test_split_at_top_shares_the_backbone(name: str) -> None:
 @pytest.mark.parametrize(("head", "mode", "augment_on"), [("dense", "all", True), ("bigru", "all", True),
                                                           ("bigru", "top", False), ("dense", "top", False)])
 def test_finetune_fit_is_deterministic_and_keeps_best_epoch(head: str, mode: str, augment_on: bool) -> None:
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
     from saxlevel.stageutil import seed_everything
 
     data, images = _toy_images()
@@ -213,7 +215,7 @@ def test_batchnorm_statistics_train_only_for_random_weights(weights: str) -> Non
     """auto: one training step moves BatchNorm moving statistics with random weights, never with pretrained."""
     import keras
 
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     cfg = settings()
     cfg = P.TrainSettings(**{**cfg.__dict__, "weights": weights})

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from saxlevel import handoff
 from saxlevel import params as P
+from saxlevel.learning import handoff
 
 from conftest import REPO
 
@@ -45,8 +45,8 @@ def test_the_fingerprint_follows_every_input(tmp_path: Path, cfg: P.TrainSetting
     assert handoff.inputs_digest(REPO, split, png, feats, "mobilenet") != digest
     # the code that counts is the train stage's code deps in dvc.yaml
     code = {p.relative_to(REPO).as_posix() for p in handoff.code_files(REPO)}
-    assert {"stages/train.py", "src/saxlevel/training.py", "src/saxlevel/handoff.py"} <= code
-    assert "src/saxlevel/evaluation.py" not in code
+    assert {"stages/train.py", "src/saxlevel/learning/training.py", "src/saxlevel/learning/handoff.py"} <= code
+    assert "src/saxlevel/evaluation/report.py" not in code
 
 
 def _result(folder: Path, epochs: int = 3, marker: str = "m") -> None:

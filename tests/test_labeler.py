@@ -12,7 +12,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 
-from saxlevel import images, labeler, splits  # noqa: E402
+from saxlevel import labeler  # noqa: E402
+from saxlevel.ingest import images, splits
 
 
 def _image(k: int, phase: str, size: int = 40) -> np.ndarray:
@@ -117,7 +118,7 @@ def test_prefill_accept_correct_and_split_accepts(index: pd.DataFrame, tmp_path:
         key(lab, "right")
     key(lab, "1")
     click(lab, "ES", 5)  # correct one slice by hand: shown in red against the prediction
-    assert lab.panels[("ES", 5)]["label"].get_color() == labeler.COLORS["disagree"]
+    assert lab.panels[("ES", 5)]["label"].get_color() == labeler.session.COLORS["disagree"]
     key(lab, " ")
     labels = splits.read_labels(path)
     data = splits.join_labels(index, labels, str(path))
@@ -146,11 +147,11 @@ def test_heart_view_review_order_window_keys_and_cache(index: pd.DataFrame, tmp_
     preds = index.assign(pred="oap", **{f"p_{c}": [probs[s][i] for s in index.subject]
                                         for i, c in enumerate(("oap", "ap", "mid", "bs", "obs"))})
     reads = []
-    monkeypatch.setattr(labeler, "load_png", lambda p: reads.append(p) or images.load_png(p))
+    monkeypatch.setattr(labeler.session, "load_png", lambda p: reads.append(p) or images.load_png(p))
     lab = labeler.Labeler(index, tmp_path / "l.csv", predictions=preds, review="uncertain")
     assert lab.subjects == [2, 1]  # the doubtful subject first
     ax = lab.panels[("ED", 0)]["ax"]
-    assert ax.get_xlim()[1] - ax.get_xlim()[0] == pytest.approx(2 * labeler.HEART_HALF_MM / 0.5)
+    assert ax.get_xlim()[1] - ax.get_xlim()[0] == pytest.approx(2 * labeler.session.HEART_HALF_MM / 0.5)
     key(lab, "f")
     assert ax.get_xlim() == pytest.approx((-0.5, 39.5))
     key(lab, "up")
@@ -177,7 +178,7 @@ def test_string_subject_ids_label_save_and_resume(index: pd.DataFrame, tmp_path:
     key(lab, "3")
     click(lab, "ED", 0)
     key(lab, " ")
-    saved = labeler.io.read_table(path)
+    saved = labeler.session.io.read_table(path)
     assert saved.subject.tolist() == ["0042"] and saved.label.tolist() == ["mid"]
     again = labeler.Labeler(named, path, user="bob")  # resumes at the first subject with an unlabelled slice
     assert again.subject == "0042" and again.label_of("ED", 0) == "mid" and again.label_of("ED", 1) is None

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from saxlevel import params as P
-from saxlevel import pngs, sources
+from saxlevel import sources
+from saxlevel.ingest import pngs
 
 from conftest import REPO
 
@@ -65,7 +66,7 @@ for _ in range(10):
     root.update()
 ImageGrab.grab(xdisplay=None).save(shot)
 shown = {f"{ph}:{j}": p["label"].get_text() for (ph, j), p in lab.panels.items() if p["ax"].get_visible()}
-keys = {f"{ph}:{j}": list(k) for ph in labeler.PHASES for j, k in enumerate(lab.row_keys(ph))}
+keys = {f"{ph}:{j}": list(k) for ph in labeler.session.PHASES for j, k in enumerate(lab.row_keys(ph))}
 print(json.dumps({"shown": shown, "keys": keys, "status": lab.status(),
                   "size": [root.winfo_width(), root.winfo_height()]}))
 plt.close("all")

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import CLASSES, decode, evaluation, metrics
+from saxlevel import CLASSES
+from saxlevel.evaluation import decode, metrics, table5
 
 
 def test_sotd_by_hand() -> None:
@@ -119,15 +120,15 @@ def test_evaluate_model_and_compare() -> None:
     good, bad = _pred(0, 0.5), _pred(1, 3.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = evaluation.evaluate_model(good, resamples=50, seed=0)
+        res = table5.evaluate_model(good, resamples=50, seed=0)
     assert set(res) == {"argmax", "ordered"} and set(res["argmax"]) == {"test", "val"}
     t = res["argmax"]["test"]
     assert t["ci95"]["accuracy"][0] <= t["accuracy"] <= t["ci95"]["accuracy"][1]
-    cmp = evaluation.compare(good, bad, "argmax", resamples=200, seed=0)
+    cmp = table5.compare(good, bad, "argmax", resamples=200, seed=0)
     assert cmp["accuracy_diff"] > 0 and cmp["significant"]
-    same = evaluation.compare(good, good, "argmax", resamples=50, seed=0)
+    same = table5.compare(good, good, "argmax", resamples=50, seed=0)
     assert same["accuracy_diff"] == 0 and not same["significant"]
-    rows = evaluation.table_rows("m", "mobilenet", "lstm2", res)
+    rows = table5.table_rows("m", "mobilenet", "lstm2", res)
     assert [r["decode"] for r in rows] == ["argmax", "ordered"] and "accuracy_ci95" in rows[0]
 
 
@@ -161,24 +162,25 @@ def test_vectorised_bootstrap_matches_sklearn_per_resample() -> None:
 
 
 def test_comparison_pairs() -> None:
-    from saxlevel import evaluation
+    from saxlevel.evaluation import table5
 
     names = ["mobilenet-dense", "mobilenet-bigru", "resnet50v2-dense", "resnet50v2-bigru"]
     finetuned = {"mobilenet-dense-ft": "mobilenet-dense", "mobilenet-bigru-ft": "mobilenet-bigru"}
-    pairs = evaluation.comparison_pairs(names, ["dense", "bigru"], finetuned)
+    pairs = table5.comparison_pairs(names, ["dense", "bigru"], finetuned)
     assert pairs == [("mobilenet-bigru", "mobilenet-dense"), ("resnet50v2-bigru", "resnet50v2-dense"),
                      ("mobilenet-dense-ft", "mobilenet-dense"), ("mobilenet-dense-ft", "position-only"),
                      ("mobilenet-bigru-ft", "mobilenet-bigru"), ("mobilenet-bigru-ft", "position-only"),
                      ("mobilenet-bigru-ft", "mobilenet-dense-ft")]
     # no dense head in the paper grid: no CNN-RNN vs CNN claims; a fine-tuned model without frozen twin
-    assert evaluation.comparison_pairs(["mobilenet-bigru"], ["bigru"], {"efficientnetb0-bigru-ft": "efficientnetb0-bigru"}) \
+    assert table5.comparison_pairs(["mobilenet-bigru"], ["bigru"], {"efficientnetb0-bigru-ft": "efficientnetb0-bigru"}) \
         == [("efficientnetb0-bigru-ft", "position-only")]
 
 
 def test_position_baseline_is_scored_like_a_model() -> None:
     import pandas as pd
 
-    from saxlevel import CLASSES, evaluation
+    from saxlevel import CLASSES
+    from saxlevel.evaluation import table5
 
     rows = []
     for s in range(9):
@@ -188,7 +190,7 @@ def test_position_baseline_is_scored_like_a_model() -> None:
                 rows.append({"split": split, "subject": s, "phase": phase, "order": k, "series": f"sax_{k}",
                              "frame": 1, "label": CLASSES[min(k // 2, 4)]})
     data = pd.DataFrame(rows)
-    pred = evaluation.position_baseline_predictions(data)
+    pred = table5.position_baseline_predictions(data)
     assert set(pred.split) == {"val", "test"} and len(pred) == 80
-    res = evaluation.evaluate_model(pred, 20, 0)
+    res = table5.evaluate_model(pred, 20, 0)
     assert res["argmax"]["test"]["accuracy"] > 0.8 and "ci95" in res["argmax"]["test"]

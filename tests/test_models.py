@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import CLASSES, backbones, features, heads, images, training
+from saxlevel import CLASSES
+from saxlevel.evaluation import table5
+from saxlevel.ingest import images
+from saxlevel.learning import backbones, features, heads, training
 
 
 @pytest.mark.parametrize("name", list(backbones.SPECS))
@@ -147,7 +150,7 @@ def test_training_deterministic_and_keeps_best_epoch(head: str) -> None:
         got = -np.log(np.clip(p[np.arange(len(val)), [CLASSES.index(x) for x in val.label]], 1e-7, 1)).mean()
         assert got == pytest.approx(min(hist.history["val_loss"]), rel=1e-4, abs=1e-5)
     np.testing.assert_array_equal(outs[0], outs[1])
-    frame = training.predictions_frame(test.reset_index(drop=True), outs[0])
+    frame = table5.predictions_frame(test.reset_index(drop=True), outs[0])
     assert list(frame.columns) == ["split", "subject", "phase", "order", "series", "frame", "true",
                                    "p_oap", "p_ap", "p_mid", "p_bs", "p_obs", "pred"]
 
@@ -166,7 +169,7 @@ def test_padding_and_empty_slots_count_in_neither_loss_nor_accuracy(jit: bool) -
     identical losses, accuracies and weights after an epoch (the time loop stops at each batch's longest)."""
     import keras
 
-    from saxlevel.heads import build_head
+    from saxlevel.learning.heads import build_head
 
     data, feats = _toy()
     train = data[data.split == "train"].reset_index(drop=True).iloc[:40]

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import CLASSES, io, pngs, seglevels, sources
+from saxlevel import CLASSES, io, sources
 from saxlevel import params as P
-from saxlevel.phantom import generate
-from saxlevel.sources import nifti
+from saxlevel.ingest import pngs, seglevels
+from saxlevel.phantom import generate, plan
+from saxlevel.sources import nifti, niftiindex
 
 from conftest import REPO
 
@@ -63,9 +64,9 @@ def phantom(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     prm = P.load(REPO / "params.yaml")
     common = {"subjects": 4, "frames": 8, "jobs": 1, "defect_rates": {"duplicate": 0.0, "inconsistent": 0.0,
                                                                     "noncontiguous": 0.0, "black": 0.25}}
-    truth = generate.make_phantom(root / "acdc", generate.PhantomParams.from_params(prm, format="nifti", **common),
+    truth = generate.make_phantom(root / "acdc", plan.PhantomParams.from_params(prm, format="nifti", **common),
                                   progress=False)
-    generate.make_phantom(root / "dicom", generate.PhantomParams.from_params(prm, format="classic", **common),
+    generate.make_phantom(root / "dicom", plan.PhantomParams.from_params(prm, format="classic", **common),
                           progress=False)
     return root, truth
 
@@ -131,8 +132,8 @@ def test_storage_order_does_not_change_the_stack(phantom: tuple[Path, dict], tmp
     root, _ = phantom
     sid = generate.nifti_id(2)
     _flip_slices(root / "acdc" / "training" / sid, tmp_path / "flipped" / sid)
-    a, _, _ = nifti.index_subject(next(s for s in sources.find_subject_folders(root / "acdc") if s.subject == sid))
-    b, _, _ = nifti.index_subject(sources.find_subject_folders(tmp_path / "flipped")[0])
+    a, _, _ = niftiindex.index_subject(next(s for s in sources.find_subject_folders(root / "acdc") if s.subject == sid))
+    b, _, _ = niftiindex.index_subject(sources.find_subject_folders(tmp_path / "flipped")[0])
     a, b = pd.DataFrame(a), pd.DataFrame(b)
     for x in (a, b):
         x["pixels"] = [pngs.read_image(p, k).sum() for p, k in zip(x.path, x.file_frame)]
@@ -273,7 +274,7 @@ def test_real_acdc_patients_are_indexed_apex_to_base_with_their_levels(tmp_path:
 
 
 def test_acdc_ids_split_stratified_by_group() -> None:
-    from saxlevel import splits
+    from saxlevel.ingest import splits
 
     subjects = [f"patient{n:03d}" for n in range(1, 101) if n % 7]  # 86 of ACDC's training patients
     groups = splits.strata(subjects)
@@ -296,7 +297,8 @@ def test_cavity_label_parameter() -> None:
 
 def test_contour_levels_of_a_dicom_study(tmp_path: Path) -> None:
     """Sunnybrook-style contours (IM-0001-NNNN-icontour-manual.txt for file NNNN.dcm) give levels by the rule."""
-    from saxlevel import contours, crossdomain
+    from saxlevel import crossdomain
+    from saxlevel.ingest import contours
 
     assert contours.polygon_area(np.array([[0, 0], [4, 0], [4, 3], [0, 3]], float)) == 12.0
     rows = []

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from saxlevel import CLASSES
-from saxlevel.phantom import anatomy, generate, make_phantom
+from saxlevel.phantom import anatomy, make_phantom, plan
 
 from conftest import phantom_params
 
@@ -93,7 +93,7 @@ def test_defects_listed_in_truth(phantom_dir: Path) -> None:
 
 def test_defect_rates() -> None:
     rates = {"duplicate": 0.05, "inconsistent": 0.03, "noncontiguous": 0.04, "black": 0.01}
-    got = generate.assign_defects(phantom_params(subjects=200, seed=3, defect_rates=rates))
+    got = plan.assign_defects(phantom_params(subjects=200, seed=3, defect_rates=rates))
     counts = collections.Counter(d for v in got.values() for d in v)
     assert counts == {k: round(r * 200) for k, r in rates.items()}
 
@@ -133,7 +133,7 @@ def test_class_balance_close_to_table3() -> None:
     target = {"oap": 15.5, "ap": 23.1, "mid": 23.2, "bs": 17.7, "obs": 20.5}
     params = phantom_params(subjects=100, seed=0)
     counts = collections.Counter(
-        r["label"] for sid in range(1, 101) for r in generate.plan_subject(sid, [], params)["labels"]
+        r["label"] for sid in range(1, 101) for r in plan.plan_subject(sid, [], params)["labels"]
     )
     total = sum(counts.values())
     for name, pct in target.items():
@@ -142,7 +142,7 @@ def test_class_balance_close_to_table3() -> None:
 
 def test_slices_per_subject_like_kaggle() -> None:
     params = phantom_params(subjects=100, seed=0)
-    n = [generate.plan_subject(sid, [], params)["n"] for sid in range(1, 101)]
+    n = [plan.plan_subject(sid, [], params)["n"] for sid in range(1, 101)]
     assert min(n) >= 8 and max(n) <= 25
     assert 10 <= collections.Counter(n).most_common(1)[0][0] <= 12
 

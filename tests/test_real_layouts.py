@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from saxlevel import params as P
-from saxlevel import phases, pngs, predict, seglevels, sources
-from saxlevel.phantom import generate
+from saxlevel import predict, sources
+from saxlevel.ingest import phases, pngs, seglevels
+from saxlevel.phantom import generate, plan
 
 from conftest import REPO
 
@@ -22,7 +23,7 @@ NO_RULES = {"duplicate": 0.0, "inconsistent": 0.0, "noncontiguous": 0.0, "black"
 
 
 def _phantom(root: Path, fmt: str, rates: dict[str, float], subjects: int = 4, frames: int = 8) -> dict:
-    prm = generate.PhantomParams.from_params(P.load(REPO / "params.yaml"), subjects=subjects, frames=frames, jobs=1,
+    prm = plan.PhantomParams.from_params(P.load(REPO / "params.yaml"), subjects=subjects, frames=frames, jobs=1,
                                              format=fmt, defect_rates={**NO_RULES, **rates},
                                              truncated={"apex": 0.0, "base": 0.0})
     return generate.make_phantom(root, prm, progress=False)

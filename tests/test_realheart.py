@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from saxlevel import CLASSES, modelcard, predict, realdata, realheart, realtrain, seglevels
+from saxlevel import CLASSES, predict
 from saxlevel import params as P
-from saxlevel.phantom import generate
+from saxlevel.ingest import seglevels
+from saxlevel.phantom import generate, plan
+from saxlevel.realheart import modelcard, realdata, realtrain, runs
 
 from conftest import REPO
 
@@ -24,7 +26,7 @@ from conftest import REPO
 def test_most_likely_run_gives_monotone_thirds_and_calibrated_ends() -> None:
     pos = np.arange(10) * 10.0
     q = np.array([0.05, 0.9, 0.95, 0.99, 0.2, 0.99, 0.99, 0.97, 0.6, 0.02])  # one doubtful slice mid-stack
-    levels, probs = realheart.stack_levels(q, pos)
+    levels, probs = runs.stack_levels(q, pos)
     # the LV is one run: slice 4's low presence cannot split it; its ends lie where presence falls away
     want = seglevels.levels_from_cavity(pos, [False] + [True] * 8 + [False])
     assert levels == want
@@ -32,10 +34,10 @@ def test_most_likely_run_gives_monotone_thirds_and_calibrated_ends() -> None:
     assert np.allclose(probs.sum(axis=1), 1.0) and probs.shape == (10, 5)
     assert probs[0, 0] > 0.9 and probs[-1, -1] > 0.9  # end slices: confidently beyond the LV
     # a stack whose ends both hold cavity: no end covered, with the probability saying so
-    levels, probs = realheart.stack_levels(np.full(6, 0.99), pos[:6])
-    assert realheart.end_verdicts(levels) == (False, False) and probs[0, 0] < 0.05
+    levels, probs = runs.stack_levels(np.full(6, 0.99), pos[:6])
+    assert runs.end_verdicts(levels) == (False, False) and probs[0, 0] < 0.05
     # brute force: the run likelihood matrix matches a direct product
-    ll = realheart.run_log_likelihood(q)
+    ll = runs.run_log_likelihood(q)
     a, b = 2, 6
     direct = sum(np.log(q[a:b + 1])) + sum(np.log(1 - np.r_[q[:a], q[b + 1:]]))
     assert ll[a, b] == pytest.approx(direct) and np.isneginf(ll[3, 1])
@@ -46,15 +48,15 @@ def test_presence_features_and_calibration() -> None:
     truth = rng.random(200) < 0.7
     area = np.where(truth, rng.uniform(200, 2000, 200), rng.uniform(0, 60, 200))
     feats = np.c_[np.log1p(area), np.where(truth, 0.95, 0.3), area / 2000, np.zeros(200)]
-    cal = realheart.fit_presence(feats, truth)
-    p = realheart.presence(feats, cal)
+    cal = runs.fit_presence(feats, truth)
+    p = runs.presence(feats, cal)
     assert ((p > 0.5) == truth).mean() > 0.95
     # three slices: none, a cavity on the axis, an equal one 25 mm off it (e.g. the outflow tract above the base)
     maps = np.zeros((4, realdata.SIZE, realdata.SIZE), np.float32)
     maps[1, 60:70, 60:70] = 0.9
     maps[2, 60:70, 60:70] = 0.9
     maps[3, 60:70, 70:80] = 0.9
-    f = realheart.presence_features(maps)
+    f = runs.presence_features(maps)
     assert f[0, 0] == 0 and f[1, 0] == pytest.approx(np.log1p(100 * realdata.PIXEL_MM ** 2)) and f[1, 1] == pytest.approx(0.9)
     assert f[1, 2] == 1.0 and f[1, 3] == 0.0 and f[3, 3] == pytest.approx(np.log1p(10 * realdata.PIXEL_MM))
 
@@ -74,7 +76,7 @@ def test_cut_rows_and_scores_judge_both_ends() -> None:
     table["level"] = realdata.levels_of(table.position_mm[:8].to_numpy(), cav) * 3
     maps = np.zeros((len(table), realdata.SIZE, realdata.SIZE), np.float32)
     maps[table.has_cavity.to_numpy(), 60:70, 60:70] = 0.9
-    features = {(sid, cut): realheart.presence_features(maps[idx]) for sid, cut, idx in realtrain.variants(table)}
+    features = {(sid, cut): runs.presence_features(maps[idx]) for sid, cut, idx in realtrain.variants(table)}
     scored, summary, cal = realtrain.validate(table, features, {"a", "b"})
     assert set(scored.cut) == {"", "apex", "base"} and scored["stack"].nunique() == 6
     assert summary["all"]["levels"]["accuracy"] == 1.0 and summary["all"]["ends"]["right"] == 1.0
@@ -90,7 +92,7 @@ def test_cut_rows_and_scores_judge_both_ends() -> None:
 
 
 def _nifti_phantom(root: Path, fmt: str, subjects: int) -> dict:
-    prm = generate.PhantomParams.from_params(
+    prm = plan.PhantomParams.from_params(
         P.load(REPO / "params.yaml"), subjects=subjects, frames=6, jobs=1, format=fmt,
         defect_rates={"duplicate": 0.0, "inconsistent": 0.0, "noncontiguous": 0.0, "black": 0.0},
         truncated={"apex": 0.0, "base": 0.0})
@@ -148,7 +150,7 @@ def test_shipped_model_predicts_the_phantom_nifti_and_dicom(tmp_path: Path) -> N
     assert info["kind"] == "cavity" and predict.default_decoding(info) == "anatomical"
     assert predict.SHIPPED_MODEL.stat().st_size < 20e6
     _nifti_phantom(tmp_path / "nifti", "nifti", 3)
-    prm = generate.PhantomParams.from_params(
+    prm = plan.PhantomParams.from_params(
         P.load(REPO / "params.yaml"), subjects=3, frames=8, jobs=1, format="classic",
         defect_rates={"duplicate": 0.0, "inconsistent": 0.0, "noncontiguous": 0.0, "black": 0.0},
         truncated={"apex": 0.0, "base": 0.0})

@@ -1,4 +1,4 @@
-"""The evaluate stage's library (saxlevel.report), to_png's metrics (saxlevel.pngs) and the typed params of
+"""The evaluate stage's library (saxlevel.evaluation.report), to_png's metrics (saxlevel.ingest.pngs) and the typed params of
 every stage, on small synthetic inputs."""
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from saxlevel import CLASSES, images, pngs, report, training
+from saxlevel import CLASSES
 from saxlevel import params as P
+from saxlevel.evaluation import report
+from saxlevel.evaluation.table5 import predictions_frame
+from saxlevel.ingest import images, pngs
 
 from conftest import REPO
 
@@ -62,7 +65,7 @@ def test_report_writes_table5_comparisons_and_plots(tmp_path: Path) -> None:
         probs = q * truth + (1 - q) * rng.dirichlet(np.ones(len(CLASSES)), len(rows))
         path = tmp_path / "pred" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        training.predictions_frame(rows, probs).to_csv(path, index=False)
+        predictions_frame(rows, probs).to_csv(path, index=False)
         _live(tmp_path / "live" / name)
     (tmp_path / "features").mkdir()
     (tmp_path / "features" / "mobilenet.json").write_text(json.dumps(

@@ -20,8 +20,10 @@ import yaml
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
-from saxlevel import dicom, dicomheader, images, parallel, pngs, predict, sources
+from saxlevel import parallel, predict, sources
+from saxlevel.ingest import images, pngs
 from saxlevel.phantom import dicomio
+from saxlevel.sources import contract, dicomfile, dicomheader, kaggle, pixeldata, rules
 
 from conftest import REPO
 from test_dicom import make_study
@@ -174,7 +176,7 @@ def test_same_place_series_repair_keeps_the_last_acquisition(tmp_path: Path) -> 
     order = index.drop_duplicates("series").sort_values("order").series.tolist()
     assert order == ["sax_10", "sax_11", "sax_13", "sax_14", "sax_15"]
     # 0.25 x SliceThickness: slices 1.5 mm apart (7 mm thick) are one place, 2 mm apart are two.
-    assert dicom.same_position_mm(7.0) == pytest.approx(1.75) and dicom.same_position_mm(float("nan")) == 1.0
+    assert rules.same_position_mm(7.0) == pytest.approx(1.75) and rules.same_position_mm(float("nan")) == 1.0
 
 
 def test_unavailable_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,11 +185,11 @@ def test_unavailable_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         missing_dependencies = ["pylibjpeg - requires pylibjpeg-libjpeg>=2.1"]
 
     monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda uid: Missing())
-    dicom.decoder_problem.cache_clear()
+    pixeldata.decoder_problem.cache_clear()
     try:
-        text = dicom.decoder_problem("1.2.840.10008.1.2.4.80")
+        text = pixeldata.decoder_problem("1.2.840.10008.1.2.4.80")
     finally:
-        dicom.decoder_problem.cache_clear()
+        pixeldata.decoder_problem.cache_clear()
     assert "JPEG-LS Lossless" in text and "pylibjpeg-libjpeg" in text and "requirements.txt" in text
 
 
@@ -239,14 +241,14 @@ def test_an_exception_costs_one_task(jobs: int) -> None:
 def test_an_unforeseen_error_excludes_only_its_subject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_study(tmp_path, 1)
     make_study(tmp_path, 2)
-    real = dicom.sax_entries
+    real = kaggle.sax_entries
 
     def entries(study: Path) -> list:
         if study.parent.name == "2":
             raise KeyError("boom")
         return real(study)
 
-    monkeypatch.setattr(dicom, "sax_entries", entries)
+    monkeypatch.setattr(kaggle, "sax_entries", entries)
     index, excluded, counts = sources.index_root(tmp_path, jobs=1, progress=False)
     assert sorted(index.subject.unique()) == [1] and counts["subjects_kept"] == 1
     rec = excluded.iloc[0]
@@ -413,7 +415,7 @@ def test_predict_drops_an_undecodable_slice_with_a_warning(tmp_path: Path, monke
 
 def test_predict_follows_the_models_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """predict windows with the percentiles the model records, not a default."""
-    from saxlevel import features
+    from saxlevel.learning import features
 
     make_study(tmp_path, 1)
     first = _study(tmp_path, 1) / "sax_10" / "IM-0010-0001.dcm"
@@ -428,8 +430,8 @@ def test_predict_follows_the_models_window(tmp_path: Path, monkeypatch: pytest.M
 def _outcome(path: Path, fast: bool) -> tuple:
     """read_frames' result as comparable data: ('ok', rows with arrays as lists) or ('defect', rule)."""
     try:
-        rows = dicom.read_frames(path, fast=fast)
-    except dicom.FileDefect as exc:
+        rows = dicomfile.read_frames(path, fast=fast)
+    except contract.FileDefect as exc:
         assert path.name in str(exc), str(exc)
         return ("defect", exc.rule)
     return ("ok", repr([{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in rows]))

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saxlevel import images, splits
+from saxlevel.ingest import images, splits
 
 
 def _images(n_subjects: int = 10) -> pd.DataFrame:

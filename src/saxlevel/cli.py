@@ -38,7 +38,8 @@ def _default_model(params_path: str) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from saxlevel import coverage, predict
+    from saxlevel import predict
+    from saxlevel.evaluation import coverage
 
     out = args.out or f"predictions/{Path(args.dicom_dir).resolve().name}"
     with warnings.catch_warnings(record=True) as caught:
@@ -125,7 +126,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from saxlevel.phantom import dicomio, generate
+    from saxlevel.phantom import dicomio, plan
 
     parser = argparse.ArgumentParser(prog="saxlevel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncated", action="append", metavar="END=RATE",
                    help="share of stacks that stop short of an end, e.g. --truncated apex=0.5 (apex, base; "
                         "default: params.yaml phantom.truncated)")
-    p.add_argument("--format", choices=generate.FORMATS,
+    p.add_argument("--format", choices=plan.FORMATS,
                    help="classic: one file per image (Kaggle); enhanced: one Enhanced MR multi-frame file per series; "
                         "clinical: one folder per subject as a PACS exports it (PH0001/1.dcm ..., one SAX series); "
                         "nifti: ACDC's layout, ED/ES volumes with segmentations (training/patient0001/...)")

@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, backbones, evaluation, features, images, pngs, training
+from saxlevel import CLASSES
+from saxlevel.evaluation import table5
+from saxlevel.ingest import images, pngs
+from saxlevel.learning import backbones, features, training
 
 
 def dicom_rows(index: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -38,8 +41,9 @@ def gray_images(rows: pd.DataFrame, size: int, window: tuple[float, float] | Non
 
 def model_predictions(model_path: Path, rows: pd.DataFrame, from_dicom: bool,
                       feature_cache: dict | None = None) -> pd.DataFrame:
-    """The predictions frame (training.predictions_frame) of one saved model on ``rows``."""
-    from saxlevel import finetune, predict
+    """The predictions frame (table5.predictions_frame) of one saved model on ``rows``."""
+    from saxlevel import predict
+    from saxlevel.learning import finetune
 
     model = predict.load_model(model_path)
     info = model.info
@@ -56,12 +60,12 @@ def model_predictions(model_path: Path, rows: pd.DataFrame, from_dicom: bool,
             cache[key] = np.concatenate([np.asarray(model.backbone.predict_on_batch(x[i:i + 32]))
                                          for i in range(0, len(x), 32)])
         probs = training.predict(model.head, info["head"], rows, cache[key], int(info["max_slices"]))
-    return training.predictions_frame(rows, probs)
+    return table5.predictions_frame(rows, probs)
 
 
 def score(pred: pd.DataFrame, resamples: int, seed: int) -> dict:
     """Test accuracy (subject-bootstrap CI when there are several subjects), SOTD and F1 per class, argmax."""
-    res = evaluation.evaluate_model(pred, resamples if pred.subject.nunique() > 1 else 0, seed)["argmax"]["test"]
+    res = table5.evaluate_model(pred, resamples if pred.subject.nunique() > 1 else 0, seed)["argmax"]["test"]
     out = {"accuracy": round(res["accuracy"], 3), "sotd": res["sotd"], "images": len(pred),
            "subjects": int(pred.subject.nunique()), **{f"f1_{c}": round(res["f1"][c], 3) for c in CLASSES}}
     if "ci95" in res:
@@ -80,5 +84,5 @@ def baseline_predictions(train_split: pd.DataFrame, rows: pd.DataFrame) -> pd.Da
     cols = ["split", "subject", "phase", "order", "series", "frame", "label"]
     train = train_split[train_split.split == "train"][cols]
     both = pd.concat([train, rows[cols].assign(split="test", subject=rows.subject.astype(str) + " (other)")])
-    pred = evaluation.position_baseline_predictions(both)
+    pred = table5.position_baseline_predictions(both)
     return pred.assign(subject=rows.subject.to_numpy())

@@ -15,7 +15,7 @@ from saxlevel.catalog import BACKBONES as SPECS
 from saxlevel.catalog import BATCHNORM_MODES as BATCHNORM
 from saxlevel.catalog import FINETUNE_MODES as MODES
 from saxlevel.catalog import HEADS
-from saxlevel.decode import DECODERS
+from saxlevel.evaluation.decode import DECODERS
 
 BACKBONES = tuple(SPECS)
 

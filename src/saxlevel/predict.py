@@ -22,8 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASS_INDEX, CLASSES, backbones, coverage, decode, dicom, features, images, io, pngs, realheart
-from saxlevel.sources import dicom_folder, nifti
+from saxlevel import CLASS_INDEX, CLASSES, io
+from saxlevel.evaluation import coverage, decode
+from saxlevel.ingest import images, pngs
+from saxlevel.learning import backbones, features
+from saxlevel.realheart import runs
+from saxlevel.sources import contract, dicom_folder, kaggle, nifti, niftiindex, rules
 
 # The real-heart model shipped inside the package (realheart/dvc.yaml trains it; MODEL_CARD.md beside it).
 SHIPPED_MODEL = Path(__file__).resolve().parent / "shipped" / "realheart.keras"
@@ -51,7 +55,7 @@ def default_model() -> Path:
 def level_definition(info: dict) -> str:
     """How a model's levels are defined: the consensus thirds (real-heart model) or the paper's papillary-muscle
     rule (every model trained before models recorded it)."""
-    return str(info.get("level_definition", realheart.PAPER_DEFINITION))
+    return str(info.get("level_definition", runs.PAPER_DEFINITION))
 
 
 def default_decoding(info: dict) -> str:
@@ -80,7 +84,7 @@ def load_model(path: str | Path, backbone_model: str | Path | None = None) -> Lo
     tfquiet.import_tensorflow()
     import keras
 
-    from saxlevel import finetune  # noqa: F401  (registers the custom layers of fine-tuned models)
+    from saxlevel.learning import finetune  # noqa: F401  (registers the custom layers of fine-tuned models)
 
     info = model_info(path)
     if info.get("classes") != list(CLASSES):
@@ -100,7 +104,7 @@ def load_model(path: str | Path, backbone_model: str | Path | None = None) -> Lo
 
 def stack_probabilities(model: LoadedModel, gray: np.ndarray) -> np.ndarray:
     """(T, 5) level probabilities for one stack of (T, S, S) uint8 images ordered apex->base."""
-    from saxlevel.heads import RNN_HEADS
+    from saxlevel.learning.heads import RNN_HEADS
 
     info = model.info
     if model.backbone is None:  # fine-tuned: gray 0-255 straight into the model
@@ -121,19 +125,19 @@ def index_folder(folder: str | Path) -> pd.DataFrame:
     folder = Path(folder)
     if folder.is_file() and nifti.is_nifti(folder):
         name = re.sub(r"(_frame\d+)?\.nii(\.gz)?$", "", folder.name)  # ACDC: patient001_frame01.nii.gz
-        rows, problems, _ = nifti.index_file(folder, folder.parent.name if name in ("sa", "") else name)
+        rows, problems, _ = niftiindex.index_file(folder, folder.parent.name if name in ("sa", "") else name)
     elif not folder.is_dir():
         raise PredictError(f"{folder} is not a folder of DICOM files or a NIfTI volume (.nii, .nii.gz)")
     elif nifti.subject_layout(folder):
-        rows, problems, _ = nifti.index_subject(dicom.Study(folder.name, "predict", folder), "predict")
+        rows, problems, _ = niftiindex.index_subject(contract.Study(folder.name, "predict", folder), "predict")
     else:
         study = folder / "study" if (folder / "study").is_dir() else folder
         sid = io.subject_id(folder.name if study == folder else study.parent.name)
-        if dicom.sax_folders(study):
-            rows, problems, _ = dicom.index_entries(sid, "predict", dicom.sax_entries(study), policy="predict",
+        if kaggle.sax_folders(study):
+            rows, problems, _ = rules.index_entries(sid, "predict", kaggle.sax_entries(study), policy="predict",
                                                     drop_bad_files=True)
         else:
-            rows, problems, n_files = dicom_folder.index_subject(dicom.Study(sid, "predict", study), policy="predict")
+            rows, problems, n_files = dicom_folder.index_subject(contract.Study(sid, "predict", study), policy="predict")
             if not n_files:
                 raise PredictError(f"no SAX images in {folder}: expected sax_N folders (Kaggle layout), DICOM "
                                    "files or NIfTI volumes")
@@ -219,9 +223,9 @@ def _cavity_levels(model: LoadedModel, stack: pd.DataFrame, raw: list[np.ndarray
     """The real-heart model on one stack (rows apex -> base, ``raw`` their stored images): levels by ``how``
     (anatomical: the most likely run of LV slices; argmax / ordered: of the level probabilities) and the level
     probabilities."""
-    named, probs, _ = realheart.predict_stack(model.head, model.info["calibration"], raw,
+    named, probs, _ = runs.predict_stack(model.head, model.info["calibration"], raw,
                                               float(stack.pixel_spacing.iloc[0]), stack.position_mm.to_numpy(float))
-    if how != realheart.DECODING:
+    if how != runs.DECODING:
         named = [CLASSES[i] for i in decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)]
     return named, probs
 
@@ -231,12 +235,12 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     """Load, predict, write OUT/levels.csv, OUT/coverage.csv (does each stack reach beyond the apex and the
     base), OUT/aha.csv (each slice's AHA 17-segment region) and a Figure-3-style PNG per stack marked with the
     AHA regions; (levels table, coverage table, seconds per subject)."""
-    from saxlevel import figures
+    from saxlevel.evaluation import figures
 
     io.check_output_dir(out)
     model = load_model(model_path, backbone_model)
     how = how or default_decoding(model.info)
-    if how == realheart.DECODING and model.info.get("kind") != "cavity":
+    if how == runs.DECODING and model.info.get("kind") != "cavity":
         raise PredictError(f"--decode {how} is the real-heart model's; {model_path} decodes argmax or ordered")
     t0 = time.perf_counter()
     table = predict_folder(folder, model, frames, how)
@@ -282,7 +286,7 @@ def export(model_path: str | Path, out: str | Path, backbone_model: str | Path |
     """Write a head trained on the feature cache, with its frozen extractor, as one self-contained .keras
     file (gray image or stack in, levels out: preprocess_input, backbone and head inside, the metadata in
     saxlevel.json). Returns that metadata. Registered layers only: no Lambda, nothing pickled."""
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     loaded = load_model(model_path, backbone_model)
     if loaded.backbone is None:

@@ -66,7 +66,7 @@ ACDC_TO_MNMS = np.array([0, 3, 2, 1], dtype=np.uint8)
 def write_mnms2_subject(folder: Path, name: str, ed: tuple[np.ndarray, np.ndarray], es: tuple[np.ndarray, np.ndarray],
                         cine: np.ndarray, la: dict[str, tuple[np.ndarray, np.ndarray]], aff: np.ndarray,
                         la_aff: np.ndarray, defects: list[str] = ()) -> list[Path]:  # type: ignore[assignment]
-    """Write one subject in M&Ms-2's layout; ``defects`` (phantom.generate.MNMS2_DEFECTS) write the broken cases:
+    """Write one subject in M&Ms-2's layout; ``defects`` (phantom.plan.MNMS2_DEFECTS) write the broken cases:
     missing_gt (no SA_ED_gt), gt_shape (SA_ES_gt one slice short), la_only (LA files only), cine_only (no
     per-phase SA volumes)."""
     files: list[tuple[str, np.ndarray, np.ndarray]] = []

@@ -14,9 +14,9 @@ folder or one folder per series). The SAX cine is found from the headers:
    recorded as ``other_series``;
 5. within the stack the slices are the distinct positions along the normal (apex first, named ``slice_K``),
    and the frames are the order of TriggerTime (then InstanceNumber, then file name) at each position
-   (``dicom.number_frames``).
+   (``dicomfile.number_frames``).
 
-Then the same exclusion rules as the Kaggle trees apply (``dicom.apply_rules``).
+Then the same exclusion rules as the Kaggle trees apply (``rules.apply_rules``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from saxlevel import dicom
+from saxlevel.sources import contract, dicomfile, rules
 
 # A short-axis cine covers the LV with several slices; fewer distinct positions than this are not a SAX stack.
 MIN_SAX_SLICES = 3
@@ -42,17 +42,17 @@ def has_dicom_preamble(path: Path) -> bool:
         return False
 
 
-def subject_files(folder: Path, problem: dicom.Problem) -> list[Path]:
+def subject_files(folder: Path, problem: contract.Problem) -> list[Path]:
     """The files of one subject folder (recursively) that may be DICOM images; the others recorded."""
     unlisted: list[str] = []
-    files = dicom.image_files(folder, recursive=True, any_name=True, unlisted=unlisted)
+    files = dicomfile.image_files(folder, recursive=True, any_name=True, unlisted=unlisted)
     for why in unlisted:
         problem("unreadable", why + "; skipped", "repaired")
     keep = []
     for f in files:
         # Names like 1.dcm, IM0001 or a bare UID are tried even without a preamble (old exports omit it, and a
         # damaged one is then named by the reader); other names must carry the DICOM magic.
-        if dicom.is_image_name(f.name) or has_dicom_preamble(f) or not f.exists():
+        if dicomfile.is_image_name(f.name) or has_dicom_preamble(f) or not f.exists():
             keep.append(f)
         else:
             problem("not_dicom", f"{f}: no DICOM preamble (not a DICOM file); ignored", "ignored")
@@ -61,7 +61,7 @@ def subject_files(folder: Path, problem: dicom.Problem) -> list[Path]:
 
 def _orientation_groups(normals: np.ndarray) -> np.ndarray:
     """Group number of each unit normal: greedy, each joins the first group within MAX_NORMAL_ANGLE_DEG."""
-    cos_max = np.cos(np.deg2rad(dicom.MAX_NORMAL_ANGLE_DEG))
+    cos_max = np.cos(np.deg2rad(rules.MAX_NORMAL_ANGLE_DEG))
     heads: list[np.ndarray] = []
     out = np.zeros(len(normals), dtype=int)
     for i, n in enumerate(normals):
@@ -81,7 +81,7 @@ def _describe(rows: list[dict]) -> str:
     return f"{name} ({len(rows)} image(s), e.g. {Path(first['path']).name})"
 
 
-def sax_stack(rows: list[dict], problem: dicom.Problem) -> list[dict]:
+def sax_stack(rows: list[dict], problem: contract.Problem) -> list[dict]:
     """The rows of the SAX cine stack among one subject's images (``series``/``slice`` set, apex first); every
     group left out is recorded as ``other_series`` with the reason."""
     if not rows:
@@ -96,7 +96,7 @@ def sax_stack(rows: list[dict], problem: dicom.Problem) -> list[dict]:
     cines: list[list[int]] = []
     for members in groups.values():
         part = [rows[i] for i in members]
-        if not dicom.is_sax_description(part[0]["description"]):
+        if not rules.is_sax_description(part[0]["description"]):
             problem("other_series", f"{_describe(part)}: a long-axis view by its SeriesDescription; ignored",
                     "ignored")
             continue
@@ -125,26 +125,26 @@ def sax_stack(rows: list[dict], problem: dicom.Problem) -> list[dict]:
     if chosen is None:
         return []
     stack = [rows[i] for i in sorted(chosen[2])]
-    for r, k in zip(stack, _places(stack, dicom.oriented_normal(stack[0]["normal"]))):
+    for r, k in zip(stack, _places(stack, rules.oriented_normal(stack[0]["normal"]))):
         r["series"], r["slice"] = f"slice_{k}", int(k)
     return stack
 
 
 def _places(rows: list[dict], normal: np.ndarray) -> np.ndarray:
-    """Slice place number (0 = lowest position along ``normal``) of each row (see dicom.position_clusters)."""
-    n0 = dicom.oriented_normal(normal)
+    """Slice place number (0 = lowest position along ``normal``) of each row (see rules.position_clusters)."""
+    n0 = rules.oriented_normal(normal)
     positions = np.array([float(r["ipp"] @ n0) for r in rows])
     thickness = np.array([r["slice_thickness"] for r in rows], dtype=float)
-    return dicom.position_clusters(positions, thickness)
+    return rules.position_clusters(positions, thickness)
 
 
-def index_subject(study: dicom.Study, policy: str = "paper",
+def index_subject(study: contract.Study, policy: str = "paper",
                   drop_bad_files: bool = True) -> tuple[list[dict], list[dict], int]:
     """(kept image rows, records, files read) for one subject folder of a clinical export."""
     problems: list[dict] = []
-    problem = dicom.recorder(study.subject, problems)
+    problem = contract.recorder(study.subject, problems)
     files = subject_files(study.path, problem)
-    rows = dicom.read_entries(study.subject, study.split, [(None, 0, f) for f in files], problem, drop_bad_files)
+    rows = rules.read_entries(study.subject, study.split, [(None, 0, f) for f in files], problem, drop_bad_files)
     stack = sax_stack(rows, problem)
     if not stack:
         n_series = len({r["series_uid"] or r["series_number"] for r in rows})
@@ -155,4 +155,4 @@ def index_subject(study: dicom.Study, policy: str = "paper",
                 + (f" ({len(other)} file(s) are not DICOM, e.g. {Path(other[0].split(': ')[0]).name}"
                    + ("; NIfTI is read where named as ACDC, M&Ms or UK Biobank name it" if nifti else "") + ")" if other else ""))
         return [], problems, len(files)
-    return dicom.apply_rules(study.subject, stack, problems, policy), problems, len(files)
+    return rules.apply_rules(study.subject, stack, problems, policy), problems, len(files)

@@ -13,13 +13,7 @@ A subject is one folder; its naming says the layout (``LAYOUTS``):
   ``label_sa_ED.nii.gz`` / ``label_sa_ES.nii.gz`` and, where the ukbb_cardiac pipeline wrote it, ``sa_ES.nii.gz``
   (the ES volume, found in the cine by equality); or only the per-phase ``sa_ED`` / ``sa_ES`` volumes.
 
-Geometry comes from the affine (NIfTI world space is RAS+, turned into DICOM's LPS): the slice normal is the
-in-plane row direction x column direction, oriented toward the base by the same rule as DICOM
-(``dicom.oriented_normal``), and slices are ordered apex->base by their centre's position along it. Each 2-D
-image becomes one row of the index contract (``dicom.INDEX_COLUMNS``): ``path`` the volume file and
-``file_frame`` the image inside it (slice k of volume t at k + slices * t); ``lv_cavity_px`` counts its
-LV-cavity pixels in the segmentation and ``phase`` is the phase the source names (ED/ES), both empty for
-DICOM sources.
+Reading volumes and finding each layout's frames is here; ``niftiindex`` turns them into index rows.
 """
 
 from __future__ import annotations
@@ -32,12 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from saxlevel import dicom
+from saxlevel.sources import contract
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-# LPS = diag(-1, -1, 1) RAS: NIfTI's world x and y run to the patient's right and anterior, DICOM's to left and
-# posterior.
-RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -103,7 +94,7 @@ def volume_at(data: np.ndarray, t: int) -> np.ndarray:
 def read_image(path: str | Path, file_frame: int) -> np.ndarray:
     """Image ``file_frame`` (slice k of volume t at k + slices * t) of a NIfTI file as float32; a PixelError
     names the file when it cannot be read."""
-    from saxlevel.images import PixelError  # pixels (and pydicom) are to_png's and predict's, not filter_dicom's
+    from saxlevel.ingest.images import PixelError  # pixels (and pydicom) are to_png's and predict's, not filter_dicom's
 
     try:
         vol = read_volume(str(path))
@@ -134,16 +125,16 @@ def subject_layout(folder: Path) -> str | None:
     return None
 
 
-def find_subjects(raw: str | Path, depth: int = 3) -> list[dicom.Study]:
+def find_subjects(raw: str | Path, depth: int = 3) -> list[contract.Study]:
     """Subject folders (a NIfTI layout's files inside) under ``raw``, up to ``depth`` levels down (ACDC:
     ``training/patient001``, M&Ms: ``Training/Labeled/A0S9V9``), sorted by path; the id is the folder name."""
     raw = Path(raw)
-    found: list[dicom.Study] = []
+    found: list[contract.Study] = []
 
     def walk(folder: Path, level: int) -> None:
         for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if subject_layout(sub):
-                found.append(dicom.Study(sub.name, "none", sub))
+                found.append(contract.Study(sub.name, "none", sub))
             elif level < depth:
                 walk(sub, level + 1)
 
@@ -174,12 +165,12 @@ def read_info_cfg(path: Path) -> dict[str, str]:
     return out
 
 
-def _volume_count(path: Path) -> int:
+def volume_count(path: Path) -> int:
     shape = load(path).shape
     return int(shape[3]) if len(shape) == 4 else 1
 
 
-def _acdc_frames(folder: Path, problem: dicom.Problem) -> list[Frame]:
+def acdc_frames(folder: Path, problem: contract.Problem) -> list[Frame]:
     frames: dict[int, Path] = {}
     for p in _nifti_files(folder):
         m = ACDC_FRAME.match(p.name)
@@ -223,7 +214,7 @@ def _mnms_frames(folder: Path, layout: NiftiLayout) -> list[Frame]:
         ed = a if _cavity_volume(seg, a, layout.lv_cavity) >= _cavity_volume(seg, b, layout.lv_cavity) else b  # type: ignore[arg-type]
         phases = {ed: "ED", (b if ed == a else a): "ES"}
     return [Frame(t + 1, image, t, seg if t in labelled else None, t, phases.get(t, ""))
-            for t in range(_volume_count(image))]
+            for t in range(volume_count(image))]
 
 
 def _ukbb_frames(folder: Path) -> list[Frame]:
@@ -236,7 +227,7 @@ def _ukbb_frames(folder: Path) -> list[Frame]:
     if cine is None:  # per-phase volumes only
         return [Frame(i + 1, vol, 0, labels[p], 0, p) for i, (p, vol) in enumerate((("ED", ed_vol), ("ES", es_vol)))
                 if vol is not None]
-    n = _volume_count(cine)
+    n = volume_count(cine)
     phase_of = {0: "ED"}  # the R-wave-triggered cine starts at end-diastole
     if es_vol is not None:
         data, es = read_volume(cine), read_volume(es_vol)
@@ -248,7 +239,7 @@ def _ukbb_frames(folder: Path) -> list[Frame]:
             for t in range(n)]
 
 
-def _mnms2_frames(folder: Path, problem: dicom.Problem) -> list[Frame]:
+def _mnms2_frames(folder: Path, problem: contract.Problem) -> list[Frame]:
     """M&Ms-2: the per-phase SA volumes (ED frame 1, ES frame 2) with their segmentations; without them the 4-D
     SA cine's frames (ED/ES from its images). LA files, and the cine where the per-phase volumes make it
     unnecessary, are recorded as left out; a missing segmentation is recorded (no levels for that phase)."""
@@ -260,7 +251,7 @@ def _mnms2_frames(folder: Path, problem: dicom.Problem) -> list[Frame]:
     la = sorted(p.name for (view, _, _), p in files.items() if view == "LA")
     sa = {(part, gt): p for (view, part, gt), p in files.items() if view == "SA"}
     if not sa:
-        raise dicom.FileDefect("no_sax", f"{folder}: long-axis files only ({', '.join(la)}): M&Ms-2 names the "
+        raise contract.FileDefect("no_sax", f"{folder}: long-axis files only ({', '.join(la)}): M&Ms-2 names the "
                                "short-axis stack <id>_SA_ED.nii.gz / <id>_SA_ES.nii.gz (or <id>_SA_CINE.nii.gz)")
     if la:
         problem("other_series", f"{', '.join(la)}: long-axis (LA) views, not the short-axis stack; left out",
@@ -269,12 +260,12 @@ def _mnms2_frames(folder: Path, problem: dicom.Problem) -> list[Frame]:
     if not phases:
         cine = sa.get(("CINE", False))
         if cine is None:
-            raise dicom.FileDefect("no_sax", f"{folder}: segmentations without their images "
+            raise contract.FileDefect("no_sax", f"{folder}: segmentations without their images "
                                    f"({', '.join(sorted(p.name for p in sa.values()))}): the SA volumes "
                                    "<id>_SA_ED.nii.gz / <id>_SA_ES.nii.gz are missing")
         problem("frames", f"{cine.name}: no per-phase <id>_SA_ED / <id>_SA_ES volumes; ED and ES are detected from "
                 "the cine's images and have no segmentation", "warning")
-        return [Frame(t + 1, cine, t) for t in range(_volume_count(cine))]
+        return [Frame(t + 1, cine, t) for t in range(volume_count(cine))]
     if ("CINE", False) in sa:
         problem("other_series", f"{sa['CINE', False].name}: the 4-D cine is not needed (ED and ES come from the "
                 "per-phase volumes); left out", "ignored")
@@ -292,143 +283,12 @@ def _gt_name(image_name: str) -> str:
     return re.sub(r"\.nii(\.gz)?$", r"_gt.nii\1", image_name)
 
 
-def subject_frames(folder: Path, layout: NiftiLayout, problem: dicom.Problem) -> list[Frame]:
+def subject_frames(folder: Path, layout: NiftiLayout, problem: contract.Problem) -> list[Frame]:
     """The cardiac frames a subject folder holds, by its layout."""
     if layout.name == "acdc":
-        return _acdc_frames(folder, problem)
+        return acdc_frames(folder, problem)
     if layout.name == "mnms":
         return _mnms_frames(folder, layout)
     if layout.name == "mnms2":
         return _mnms2_frames(folder, problem)
     return _ukbb_frames(folder)
-
-
-def lps_geometry(affine: np.ndarray, shape: tuple[int, ...]) -> dict:
-    """Per-slice geometry of a volume from its affine: in-plane directions (LPS), the apex->base normal, slice
-    centre positions along it, pixel spacing and the slice step. Raises FileDefect on a degenerate affine."""
-    a = RAS_TO_LPS @ np.asarray(affine, dtype=float)[:3, :4]
-    if not np.isfinite(a).all():
-        raise dicom.FileDefect("bad_geometry", "the affine is not finite")
-    col_dir, row_dir = a[:, 0], a[:, 1]  # voxel axis i runs down the rows (DICOM's column direction), j along a row
-    sp_i, sp_j = float(np.linalg.norm(col_dir)), float(np.linalg.norm(row_dir))
-    normal = np.cross(row_dir, col_dir)
-    if min(sp_i, sp_j) <= 0 or np.linalg.norm(normal) < 1e-9 * sp_i * sp_j or abs(np.linalg.det(a[:, :3])) < 1e-12:
-        raise dicom.FileDefect("bad_geometry", "the affine is singular (no slice plane)")
-    n0 = dicom.oriented_normal(normal)
-    nz = int(shape[2]) if len(shape) >= 3 else 1
-    centre = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2])
-    positions = np.array([float((a[:, 0] * centre[0] + a[:, 1] * centre[1] + a[:, 2] * k + a[:, 3]) @ n0)
-                          for k in range(nz)])
-    steps = np.diff(np.sort(positions))
-    return {"positions": positions, "pixel_spacing": (sp_i + sp_j) / 2,
-            "step": float(np.median(steps)) if len(steps) else float(np.linalg.norm(a[:, 2]))}
-
-
-def index_subject(study: dicom.Study, policy: str = "paper", lv_cavity: int | None = None,
-                  layout_name: str | None = None) -> tuple[list[dict], list[dict], int]:
-    """(index rows, records, files read) for one NIfTI subject folder; a defect excludes the subject with a
-    record naming the file (``policy`` is accepted for the one source interface: a volume cannot break rules
-    1-3, so nothing is repaired)."""
-    problems: list[dict] = []
-    problem = dicom.recorder(study.subject, problems)
-    name = layout_name or subject_layout(study.path)
-    if name is None:
-        problem("no_sax", f"no NIfTI volumes in {study.path}")
-        return [], problems, 0
-    layout = LAYOUTS[name]
-    try:
-        frames = subject_frames(study.path, layout, problem)
-    except dicom.FileDefect as exc:
-        problem(exc.rule, str(exc))
-        return [], problems, 0
-    except Exception as exc:  # nibabel raises many types on damaged files
-        problem("unreadable", f"{study.path}: {exc.__class__.__name__}: {exc}")
-        return [], problems, 0
-    rows, files = index_frames(study, frames, layout.lv_cavity if lv_cavity is None else lv_cavity, problem)
-    return rows, problems, files
-
-
-def index_file(path: Path, subject: str) -> tuple[list[dict], list[dict], int]:
-    """(index rows, records, files read) for one NIfTI volume on its own (``saxlevel predict FILE.nii.gz``): a 3-D
-    volume is one frame, a 4-D one all its frames. An ACDC frame file keeps its frame number, its phase from
-    Info.cfg beside it and its segmentation; a 4-D cine's frames are numbered 1..T."""
-    problems: list[dict] = []
-    problem = dicom.recorder(subject, problems)
-    study = dicom.Study(subject, "predict", path.parent)
-    try:
-        if ACDC_FRAME.match(path.name):
-            frames = [f for f in _acdc_frames(path.parent, lambda *a, **k: None) if f.image == path]
-        else:
-            frames = [Frame(t + 1, path, t) for t in range(_volume_count(path))]
-    except Exception as exc:  # nibabel raises many types on damaged files
-        problem("unreadable", f"{path}: {exc.__class__.__name__}: {exc}")
-        return [], problems, 0
-    label = LAYOUTS["acdc" if ACDC_FRAME.match(path.name) else "mnms"].lv_cavity
-    rows, files = index_frames(study, frames, label, problem)
-    return rows, problems, files
-
-
-def index_frames(study: dicom.Study, frames: list[Frame], label: int,
-                 problem: dicom.Problem) -> tuple[list[dict], int]:
-    """(index rows, files read) of a subject's frames (one stack: every volume must share shape and geometry,
-    else the subject is excluded as ``inconsistent``); the LV-cavity pixels of each segmented image."""
-    files = len({f.image for f in frames} | {f.segmentation for f in frames if f.segmentation})
-    rows: list[dict] = []
-    ref: tuple | None = None
-    order: np.ndarray | None = None
-    for f in frames:
-        try:
-            img = load(f.image)
-            shape = tuple(int(s) for s in img.shape)
-            if len(shape) not in (3, 4) or min(shape[:3]) < 1:
-                raise dicom.FileDefect("bad_geometry", f"shape {shape}: expected (rows, columns, slices[, frames])")
-            geo = lps_geometry(img.affine, shape)
-            key = (shape[:3], tuple(np.round(img.affine, 3).ravel()))
-            if ref is None:
-                ref, order = key, np.argsort(np.argsort(geo["positions"], kind="stable"))
-            elif key != ref:
-                problem("inconsistent", f"{f.image}: shape or geometry differs from the subject's first volume "
-                        f"({shape[:3]} vs {ref[0]}): the frames are not one stack")
-                return [], files
-        except dicom.FileDefect as exc:
-            problem(exc.rule, f"{f.image}: {exc}")
-            return [], files
-        except Exception as exc:  # nibabel raises many types on damaged files
-            problem("unreadable", f"{f.image}: {exc.__class__.__name__}: {exc}")
-            return [], files
-        try:
-            cavity = _cavity_counts(f, shape, label) if f.segmentation else None
-        except dicom.FileDefect as exc:
-            problem(exc.rule, str(exc))
-            return [], files
-        except Exception as exc:
-            problem("unreadable", f"{f.segmentation}: {exc.__class__.__name__}: {exc}")
-            return [], files
-        assert order is not None
-        nz = shape[2]
-        for k in range(nz):
-            rank = int(order[k])
-            rows.append({
-                "subject": study.subject, "split": study.split, "series": f"slice_{rank}", "slice": rank,
-                "frame": f.number, "path": str(f.image), "file_frame": k + nz * f.index,
-                "position_mm": float(geo["positions"][k]), "order": rank, "rows": shape[0], "cols": shape[1],
-                "pixel_spacing": round(geo["pixel_spacing"], 5), "slice_thickness": round(geo["step"], 4),
-                "series_number": 0, "acquisition": 1, "trigger_time": np.nan,
-                "slice_location": float(geo["positions"][k]), "instance_number": f.number,
-                "segmentation": str(f.segmentation) if f.segmentation else "",
-                "lv_cavity_px": int(cavity[k]) if cavity is not None else np.nan, "phase": f.phase})
-    if not rows:
-        problem("no_sax", f"no cardiac frames in {study.path}")
-    rows.sort(key=lambda r: (r["order"], r["frame"]))
-    return rows, files
-
-
-def _cavity_counts(f: Frame, shape: tuple[int, ...], label: int) -> np.ndarray:
-    """LV-cavity pixels per slice of frame ``f``'s segmentation; a segmentation that does not match the image
-    is a FileDefect naming it."""
-    assert f.segmentation is not None
-    vol = volume_at(read_volume(f.segmentation), f.seg_index)
-    if vol.shape != shape[:3]:
-        raise dicom.FileDefect("segmentation", f"{f.segmentation}: segmentation shape {vol.shape}, the image's "
-                               f"{shape[:3]}: they do not belong together")
-    return np.sum(vol == label, axis=(0, 1))

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, io, metrics, realdata, realheart
-from saxlevel.cavitynet import NetSettings
+from saxlevel import CLASSES, io
+from saxlevel.evaluation import metrics
+from saxlevel.realheart import realdata, runs
+from saxlevel.realheart.cavitynet import NetSettings
 
 HOLDOUT_EVERY = 5  # every fifth ACDC patient of each group is held out (16 of 80)
 
@@ -79,7 +81,7 @@ def run_validation(x: np.ndarray, y: np.ndarray, table: pd.DataFrame, net: NetSe
     """Validate the recipe (the stage ``validate``): for each fold, train on every slice but the fold's subjects and
     map the fold's slices; then score all held-out subjects (validate). Returns metrics, per-slice scores and the
     presence calibration fitted on every held-out slice."""
-    from saxlevel import cavitynet
+    from saxlevel.realheart import cavitynet
 
     held_out = holdout_subjects(table, seen)
     features: dict[tuple[int, str], np.ndarray] = {}
@@ -91,7 +93,7 @@ def run_validation(x: np.ndarray, y: np.ndarray, table: pd.DataFrame, net: NetSe
         for sid, cut, idx in variants(table[test]):
             rows = table.index.get_indexer(idx)
             maps = cavitynet.cavity_maps(model, variant_input(x[rows]) if cut else x[rows])
-            features[sid, cut] = realheart.presence_features(maps)
+            features[sid, cut] = runs.presence_features(maps)
             if keep_maps:
                 kept[sid, cut] = maps.astype(np.float16)
         curves.append({"fold": k, "subjects": sorted(fold), "curve": c})
@@ -105,7 +107,7 @@ def run_validation(x: np.ndarray, y: np.ndarray, table: pd.DataFrame, net: NetSe
 
 def train_final(x: np.ndarray, y: np.ndarray, net: NetSettings) -> tuple[Any, list[dict]]:
     """The shipped model: the same recipe on every labelled slice."""
-    from saxlevel import cavitynet
+    from saxlevel.realheart import cavitynet
 
     return cavitynet.train(x, y, net)
 
@@ -178,7 +180,7 @@ def cut_rows(has_cavity: np.ndarray, end: str) -> np.ndarray | None:
 
 
 # The calibration matters where the LV starts and ends: a cavity the network misses mid-stack is bridged by the
-# single-run decoding (realheart.stack_levels), so the presence calibration is fitted on the slices within this many
+# single-run decoding (runs.stack_levels), so the presence calibration is fitted on the slices within this many
 # of the LV's first and last slice, on both sides.
 BOUNDARY = 2
 
@@ -221,9 +223,9 @@ def score(table: pd.DataFrame, features: dict[tuple[int, str], np.ndarray],
     for sid, cut, idx in variants(table):
         part = table.loc[idx]
         truth = realdata.levels_of(part.position_mm.to_numpy(), part.has_cavity.to_numpy())
-        q = realheart.presence(features[sid, cut], calibration_of[str(part.subject.iloc[0])])
-        levels, probs = realheart.stack_levels(q, part.position_mm.to_numpy())
-        apex, base = realheart.end_verdicts(levels)
+        q = runs.presence(features[sid, cut], calibration_of[str(part.subject.iloc[0])])
+        levels, probs = runs.stack_levels(q, part.position_mm.to_numpy())
+        apex, base = runs.end_verdicts(levels)
         for k, r in enumerate(part.itertuples()):
             rows.append({"stack": f"{sid}{'-' + cut if cut else ''}", "source": r.source, "subject": r.subject,
                          "phase": r.phase, "cut": cut, "order": k, "true": truth[k], "pred": levels[k],
@@ -270,7 +272,7 @@ def validate(table: pd.DataFrame, features: dict[tuple[int, str], np.ndarray],
         near = [boundary_rows(held.loc[idx, "has_cavity"].to_numpy()) for _, _, idx in chosen]
         f = np.concatenate([features[sid, cut][b] for (sid, cut, _), b in zip(chosen, near)])
         truth = np.concatenate([held.loc[idx, "has_cavity"].to_numpy()[b] for (_, _, idx), b in zip(chosen, near)])
-        return realheart.fit_presence(f, truth)
+        return runs.fit_presence(f, truth)
 
     subjects = pd.Series(sorted(held.subject.unique()))
     calibration_of = {str(s): fit(subjects[subjects != s]) for s in subjects}
@@ -287,8 +289,8 @@ def validate(table: pd.DataFrame, features: dict[tuple[int, str], np.ndarray],
 def model_info(settings: dict, calibration: dict, validation: dict, sources: dict) -> dict:
     """The saxlevel.json of the real-heart model: what predict needs (kind, classes, calibration, input) and what the
     model card says (definition, decoding, data, validation)."""
-    return {"kind": "cavity", "name": "realheart", "classes": list(CLASSES), "level_definition": realheart.LEVEL_DEFINITION,
-            "decoding": realheart.DECODING, "input": {"pixel_mm": realdata.PIXEL_MM, "size": realdata.SIZE,
+    return {"kind": "cavity", "name": "realheart", "classes": list(CLASSES), "level_definition": runs.LEVEL_DEFINITION,
+            "decoding": runs.DECODING, "input": {"pixel_mm": realdata.PIXEL_MM, "size": realdata.SIZE,
                                                       "window_percentiles": list(realdata.WINDOW),
                                                       "channels": "apical neighbour, slice, basal neighbour"},
             "calibration": calibration, "settings": settings, "validation": validation, "sources": sources,

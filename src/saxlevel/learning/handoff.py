@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from dataclasses import asdict
 from importlib import metadata
@@ -28,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from saxlevel import catalog
-from saxlevel.params import TrainSettings
+from saxlevel.params import TrainSettings, train_settings
 
 ROOT = ".saxlevel/handoff"  # in the repository (git-ignored); SAXLEVEL_HANDOFF: grid (default), backbone, 0 (off)
 SCOPES = {"grid": ("", "1", "true", "yes", "on", "grid"), "backbone": ("backbone",), "off": ("0", "false", "no", "off")}
@@ -54,11 +55,12 @@ def _md5_files(paths: list[Path], h: hashlib._Hash) -> None:
 
 
 def code_files(repo: Path) -> list[Path]:
-    """The train stage's code: its code deps in dvc.yaml (what makes DVC rerun it), or, without a dvc.yaml,
-    stages/train.py and the whole saxlevel package."""
+    """The train stage's code: its code deps in dvc.yaml (what makes DVC rerun it; a package folder stands for its
+    modules), or, without a dvc.yaml, stages/train.py and the whole saxlevel package."""
     try:
         deps = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["train"]["deps"]
-        return [repo / d for d in deps if isinstance(d, str) and d.endswith(".py")]
+        code = [repo / d for d in deps if isinstance(d, str) and (d.endswith(".py") or d.startswith("src/"))]
+        return [f for p in code for f in ([p] if p.suffix == ".py" else sorted(p.rglob("*.py")))]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return [repo / "stages" / "train.py", *sorted((repo / "src" / "saxlevel").rglob("*.py"))]
 
@@ -204,3 +206,80 @@ def publish(folder: Path, model_out: Path, predictions_out: Path, live_dir: Path
     with io.staged_dir(live_dir) as tmp:
         shutil.copytree(folder / "live", tmp, dirs_exist_ok=True)
     return result
+
+
+def train_model(backbone: str, head: str, section: str, prm: dict, paths: tuple[Path, Path, Path | None],
+                outs: tuple[Path, Path, Path], handoff_root: str | Path, repo: Path, name: str) -> dict:
+    """Train one model and publish it to ``outs`` (model, predictions, dvclive folder); its result.json.
+
+    ``paths``: split.csv, to_png's folder, the features folder (None for models that run the backbone). A cached
+    paper model (section train) with the hand-off on (``scope``) is taken from the hand-off where an earlier
+    train stage trained it along (same fingerprint), else trained here with its waiting siblings (train_along);
+    any other model trains alone."""
+    from saxlevel.stageutil import seed_everything
+
+    cfg = train_settings(prm, section, backbone)
+    how = scope()
+    split, png, features = paths
+    if section == "train" and cfg.cached and how != "off" and features is not None:
+        box = HandOff(handoff_root)
+        digest = inputs_digest(repo, split, png, features, backbone)
+        key = fingerprint(digest, backbone, head, cfg)
+        if box.has(name, key):
+            print(f"{name}: trained beside its siblings by an earlier train stage (same fingerprint {key}); "
+                  f"taken from {box.entry(name, key)}")
+        else:
+            train_along(backbone, head, prm, cfg, digest, (split, png, features), outs[0].parent, box,
+                        how == "grid", repo)
+        result = publish(box.entry(name, key), *outs)
+        box.discard(name)
+        return result
+    from saxlevel import io
+    from saxlevel.ingest import images
+    from saxlevel.learning import trainer
+
+    seed_everything(cfg.seed)
+    trained = trainer.train(backbone, head, io.read_table(split), cfg, images.read_preprocessing(png),
+                            None if features is None else str(features), progress=name)
+    with tempfile.TemporaryDirectory(dir=outs[0].parent if outs[0].parent.exists() else None) as tmp:
+        write_result(Path(tmp), trained)
+        return publish(Path(tmp), *outs)
+
+
+def train_along(backbone: str, head: str, prm: dict, cfg: TrainSettings, digest: str, paths: tuple[Path, ...],
+                 models_dir: Path, box: HandOff, whole_grid: bool, repo: Path) -> None:
+    """Train ``backbone``-``head`` and the siblings that wait for it (its backbone's other heads; with
+    ``whole_grid``, every grid model whose backbone's feature cache is on disk for this split), side by side,
+    and leave each in the hand-off under its fingerprint."""
+    from saxlevel import io
+    from saxlevel.ingest import images
+    from saxlevel.learning import trainer
+    from saxlevel.stageutil import seed_everything
+
+    split, png, features = paths
+    data = io.read_table(split)
+    heads, row_ids = list(prm["grid"]["heads"]), data.row.tolist()
+    plan = {backbone: (cfg, digest, [head] + siblings_to_train(box, digest, backbone, heads, cfg, models_dir,
+                                                                       skip=(head,)))}
+    for other in prm["grid"]["backbones"] if whole_grid else []:
+        other_cfg = train_settings(prm, "train", other)
+        if other in plan or not other_cfg.cached or not features_on_disk(features, other, row_ids):
+            continue
+        other_digest = inputs_digest(repo, split, png, features, other)
+        todo = siblings_to_train(box, other_digest, other, heads, other_cfg, models_dir)
+        if todo:
+            plan[other] = (other_cfg, other_digest, todo)
+    models = [(b, h) for b, (_, _, hs) in plan.items() for h in hs]
+    names = {(b, h): stage_name(b, h) for b, h in models}
+    if len(models) > 1:
+        print(f"{names[models[0]]}: training {', '.join(f'{b}-{h}' for b, h in models[1:])} along "
+              f"(their stages take them from {box.root})")
+
+    def leave(model: tuple[str, str], trained) -> None:
+        b, h = model
+        trained.info["fingerprint"] = fingerprint(plan[b][1], b, h, plan[b][0])
+        box.put(names[model], trained.info["fingerprint"], lambda folder: write_result(folder, trained))
+
+    seed_everything(cfg.seed)
+    trainer.train_cached(models, data, {b: c for b, (c, _, _) in plan.items()}, images.read_preprocessing(png),
+                         features, progress=names, done=leave)

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from saxlevel import contours, dicom, pngs, seglevels
-from saxlevel.sources import nifti
+from saxlevel.ingest import contours, pngs, seglevels
+from saxlevel.sources import contract, nifti
 
 PIXEL_MM = 2.5  # model pixel: an apical cavity ~10 mm across is 4 pixels, enough to tell it is there
 SIZE = 128  # 320 mm field of view: every source's heart lies inside it, centred or not
@@ -130,7 +130,7 @@ def contour_stacks(dicom_dir: str | Path, contour_dir: str | Path, source: str) 
     """The two contoured stacks (ED, ES) of a DICOM study with endocardial contour files (contours)."""
     from saxlevel.sources import dicom_folder
 
-    study = dicom.Study(Path(dicom_dir).name, "none", Path(dicom_dir))
+    study = contract.Study(Path(dicom_dir).name, "none", Path(dicom_dir))
     rows, problems, _ = dicom_folder.index_subject(study, policy="predict")
     fatal = [p["detail"] for p in problems if p["action"] == "excluded"]
     if fatal or not rows:

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from saxlevel import CLASS_INDEX, CLASSES, realdata, seglevels
+from saxlevel import CLASS_INDEX, CLASSES
+from saxlevel.ingest import seglevels
+from saxlevel.realheart import realdata
 
 LEVEL_DEFINITION = "consensus-thirds"  # the AHA thirds of the slices with LV cavity (seglevels)
 PAPER_DEFINITION = "papillary-muscle"  # the paper's section 2.2 rule; every model trained before this records it
@@ -112,7 +114,7 @@ def stack_levels(q: np.ndarray, positions: np.ndarray) -> tuple[list[str], np.nd
 def predict_stack(model: Any, calibration: dict, images: list[np.ndarray], spacing: float,
                   positions: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(levels, level probabilities, presence probabilities) of one stack's raw images (apex -> base)."""
-    from saxlevel import cavitynet
+    from saxlevel.realheart import cavitynet
 
     maps = cavitynet.cavity_maps(model, realdata.model_input(images, spacing))
     q = presence(presence_features(maps), calibration)

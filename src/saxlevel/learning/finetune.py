@@ -28,10 +28,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, augment, backbones, catalog, features
-from saxlevel.heads import RNN_HEADS, apply_head
+from saxlevel import CLASSES, catalog
+from saxlevel.learning import augment, backbones, features
+from saxlevel.learning.heads import RNN_HEADS, apply_head
+from saxlevel.learning.training import one_hot, stack_rows
 from saxlevel.params import TrainSettings
-from saxlevel.training import one_hot, stack_rows
 
 MODES, TOP_BLOCKS = catalog.FINETUNE_MODES, backbones.TOP_BLOCKS
 
@@ -291,7 +292,7 @@ def fit(name: str, head: str, data: pd.DataFrame, images: np.ndarray, cfg: Train
 
     ``images`` (N, S, S) uint8 is aligned with ``data``'s rows. Returns (model gray -> level, best-epoch
     callback, history, facts). `finetune: top` without augmentation trains on the frozen bottom's cache."""
-    from saxlevel.training import _best_weights_callback, _progress_callback
+    from saxlevel.learning.training import _best_weights_callback, _progress_callback
 
     data = data.reset_index(drop=True)
     cached_top = cfg.finetune == "top" and not cfg.augment

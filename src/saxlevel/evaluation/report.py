@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, catalog, evaluation, figures, io
+from saxlevel import CLASSES, catalog, io
+from saxlevel.evaluation import decode, figures, table5
 from saxlevel.params import EvaluateSettings, TrainSettings
 
 DVC_LABEL = {c: f"{i + 1}-{c}" for i, c in enumerate(CLASSES)}  # DVC sorts labels alphabetically
@@ -82,24 +83,24 @@ def evaluate(entries: list[Entry], data: pd.DataFrame, cfg: EvaluateSettings) ->
     rows: list[dict] = []
     preds: dict[str, pd.DataFrame] = {}
     for e in entries:
-        preds[e.name] = evaluation.read_predictions(e.predictions)
-        res = evaluation.evaluate_model(preds[e.name], cfg.bootstrap, cfg.seed)
+        preds[e.name] = table5.read_predictions(e.predictions)
+        res = table5.evaluate_model(preds[e.name], cfg.bootstrap, cfg.seed)
         weights = cfg.weights[e.backbone]
         models[e.name] = {"backbone": e.backbone, "head": e.head, "weights": weights, "finetune": e.cfg.finetune,
                           "augment": e.cfg.augment, "image_size": e.cfg.image_size, "decode": res}
-        rows += evaluation.table_rows(e.name, e.backbone, e.head, res, e.cfg.finetune, e.cfg.augment, weights)
-    base = evaluation.POSITION_BASELINE
-    preds[base] = evaluation.position_baseline_predictions(data)
-    baseline = evaluation.evaluate_model(preds[base], cfg.bootstrap, cfg.seed)
+        rows += table5.table_rows(e.name, e.backbone, e.head, res, e.cfg.finetune, e.cfg.augment, weights)
+    base = table5.POSITION_BASELINE
+    preds[base] = table5.position_baseline_predictions(data)
+    baseline = table5.evaluate_model(preds[base], cfg.bootstrap, cfg.seed)
     finetuned = {e.name: f"{e.backbone}-{e.head}" for e in entries if e.cfg is not cfg.paper}
     test_metrics = {n: {d: r[d]["test"] for d in r} for n, r in
                     [(n, m["decode"]) for n, m in models.items()] + [(base, baseline)]}
     claims, claim_rows = {}, []
     paper_names = [e.name for e in entries if e.cfg is cfg.paper]
-    for a, b in evaluation.comparison_pairs(paper_names, cfg.heads, finetuned):
-        claims[f"{a} vs {b}"] = {d: evaluation.compare(preds[a], preds[b], d, cfg.bootstrap, cfg.seed)
-                                 for d in evaluation.decode.DECODERS}
-        claim_rows += evaluation.comparison_rows(a, b, claims[f"{a} vs {b}"], test_metrics)
+    for a, b in table5.comparison_pairs(paper_names, cfg.heads, finetuned):
+        claims[f"{a} vs {b}"] = {d: table5.compare(preds[a], preds[b], d, cfg.bootstrap, cfg.seed)
+                                 for d in decode.DECODERS}
+        claim_rows += table5.comparison_rows(a, b, claims[f"{a} vs {b}"], test_metrics)
     return Results(models, rows, preds, baseline, claims, claim_rows, finetuned)
 
 
@@ -112,20 +113,20 @@ def write(res: Results, entries: list[Entry], data: pd.DataFrame, cfg: EvaluateS
         "models": res.models, "comparisons": res.claims, "baselines": {"position_only": {"decode": res.baseline}},
         "bootstrap": {"resamples": cfg.bootstrap, "seed": cfg.seed, "level": "subject"}})
     io.write_json(metrics_dir / "metrics.json",
-                  evaluation.flat_headline(selected, how, res.models[selected]["decode"][how]["test"]))
+                  table5.flat_headline(selected, how, res.models[selected]["decode"][how]["test"]))
     table = pd.DataFrame(res.rows)
     io.write_csv(plots / "table5.csv", table)
     io.write_csv(plots / "claims.csv", pd.DataFrame(res.claim_rows))
     io.write_csv(plots / "table4.csv", table4(cfg.backbones, features_dir))
     # Coverage QC from the levels: every model, then the image-free baseline (what slice position alone gives).
     io.write_csv(plots / "coverage.csv", pd.DataFrame(
-        [row for name, m in res.models.items() for row in evaluation.coverage_rows(name, m["decode"])]
-        + evaluation.coverage_rows(evaluation.POSITION_BASELINE, res.baseline)))
+        [row for name, m in res.models.items() for row in table5.coverage_rows(name, m["decode"])]
+        + table5.coverage_rows(table5.POSITION_BASELINE, res.baseline)))
 
     # DVC plots: confusion of the selected model (labels that sort anatomically), SOTD bars, curves.
     sel = res.preds[selected]
     sel_test = sel[sel.split == "test"].copy()
-    sel_test["pred"] = [CLASSES[i] for i in evaluation.decoded(sel, how)[(sel.split == "test").to_numpy()]]
+    sel_test["pred"] = [CLASSES[i] for i in table5.decoded(sel, how)[(sel.split == "test").to_numpy()]]
     io.write_csv(plots / "confusion.csv", pd.DataFrame({"actual": sel_test["true"].map(DVC_LABEL),
                                                         "predicted": sel_test["pred"].map(DVC_LABEL)}))
     chosen_rows = table[table.decode == how]

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, STACK_KEY, coverage, decode, io, metrics
+from saxlevel import CLASSES, STACK_KEY, io
+from saxlevel.evaluation import coverage, decode, metrics
 
 PROB_COLUMNS = [f"p_{c}" for c in CLASSES]
 SPLITS = ("test", "val")
@@ -97,6 +98,16 @@ def flat_headline(name: str, how: str, test: dict) -> dict:
                for k in ("sensitivity", "specificity")}}
 
 
+def predictions_frame(data: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+    """The predictions CSV contract: split,subject,phase,order,series,frame,true,p_*,pred."""
+    out = data[["split", "subject", "phase", "order", "series", "frame"]].reset_index(drop=True).copy()
+    out["true"] = data["label"].to_numpy()
+    for i, c in enumerate(CLASSES):
+        out[f"p_{c}"] = np.round(probs[:, i], 6)
+    out["pred"] = [CLASSES[i] for i in probs.argmax(1)]
+    return out
+
+
 POSITION_BASELINE = "position-only"
 
 
@@ -107,7 +118,6 @@ def position_baseline_predictions(data: pd.DataFrame) -> pd.DataFrame:
     It shows how much of a stack model's accuracy the slice position alone explains."""
     from sklearn.linear_model import LogisticRegression
 
-    from saxlevel.training import predictions_frame
 
     data = data.reset_index(drop=True)
     rel = data.order / data.groupby(STACK_KEY).order.transform("max").clip(lower=1)

@@ -15,7 +15,7 @@ from matplotlib.patches import Polygon  # noqa: E402
 
 from saxlevel import CLASSES  # noqa: E402
 from saxlevel.catalog import display  # noqa: E402
-from saxlevel.images import load_png  # noqa: E402
+from saxlevel.ingest.images import load_png  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
@@ -105,7 +105,7 @@ def confusion_grid(confusions: dict[str, np.ndarray], path: Path, suptitle: str)
     cols = min(5, n)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 2.9 * rows), squeeze=False)
-    from saxlevel.metrics import sotd
+    from saxlevel.evaluation.metrics import sotd
 
     for ax, (name, cm) in zip(axes.flat, confusions.items()):
         _confusion_axes(ax, np.asarray(cm), f"{name} (SOTD {sotd(np.asarray(cm))})")

@@ -113,7 +113,7 @@ def render(info: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the validation table of a metrics file: python -m saxlevel.modelcard realheart/metrics/validation.json"""
+    """Print the validation table of a metrics file: python -m saxlevel.realheart.modelcard realheart/metrics/validation.json"""
     import json
     import sys
     from pathlib import Path

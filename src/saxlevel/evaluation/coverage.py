@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASS_INDEX, CLASSES, decode
+from saxlevel import CLASS_INDEX, CLASSES
+from saxlevel.evaluation import decode
 
 OAP, OBS = CLASS_INDEX["oap"], CLASS_INDEX["obs"]
 ENDS = ("apex", "base")

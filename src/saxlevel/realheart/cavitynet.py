@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from saxlevel import realdata
+from saxlevel.realheart import realdata
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 records about itself.
 
 With the paper's settings (finetune none, no augmentation) the head trains on extract's feature cache;
-otherwise the backbone runs inside the model on the PNG images (saxlevel.finetune) and the model file is
+otherwise the backbone runs inside the model on the PNG images (saxlevel.learning.finetune) and the model file is
 self-contained. Either way the model's saxlevel.json carries every choice that shaped its input, so
 ``saxlevel predict`` can repeat them exactly.
 """
@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saxlevel import CLASSES, backbones, catalog, training
+from saxlevel import CLASSES, catalog
+from saxlevel.evaluation import table5
+from saxlevel.learning import backbones, training
 from saxlevel.params import TrainSettings
 
 
@@ -62,7 +64,7 @@ def _finish(model, info: dict, best, hist, data: pd.DataFrame, inputs: np.ndarra
     info = {**info, "best_epoch": best.best_epoch + 1, "epochs_run": len(hist.history["loss"])}
     rows = data[data.split.isin(["val", "test"])]
     probs = predict_fn(model, head, rows, inputs[rows.index.to_numpy()], cfg.max_slices)
-    return Trained(model, info, training.predictions_frame(rows, probs), best.best_epoch + 1, float(best.best),
+    return Trained(model, info, table5.predictions_frame(rows, probs), best.best_epoch + 1, float(best.best),
                    hist.history)
 
 
@@ -113,7 +115,7 @@ def train(backbone: str, head: str, data: pd.DataFrame, cfg: TrainSettings, prep
         key = (backbone, head)
         return train_cached([key], data, {backbone: cfg}, preprocessing, features_dir, {key: callbacks or []},
                             {key: progress} if progress else None)[key]
-    from saxlevel import finetune
+    from saxlevel.learning import finetune
 
     info = model_info(backbone, head, cfg, preprocessing)
     inputs = finetune.load_images(data.path.tolist(), cfg.image_size)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from saxlevel import CLASS_INDEX, CLASSES, STACK_KEY
-from saxlevel.heads import RNN_HEADS, build_head, training_forward
+from saxlevel.learning.heads import RNN_HEADS, build_head, training_forward
 
 
 @dataclass
@@ -366,14 +366,4 @@ def predict(model, head: str, data: pd.DataFrame, feats: np.ndarray, max_slices:
     out = np.zeros((len(data), len(CLASSES)), np.float32)
     for i, pos in enumerate(st.rows):
         out[pos] = probs[i, : len(pos)]
-    return out
-
-
-def predictions_frame(data: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-    """The predictions CSV contract: split,subject,phase,order,series,frame,true,p_*,pred."""
-    out = data[["split", "subject", "phase", "order", "series", "frame"]].reset_index(drop=True).copy()
-    out["true"] = data["label"].to_numpy()
-    for i, c in enumerate(CLASSES):
-        out[f"p_{c}"] = np.round(probs[:, i], 6)
-    out["pred"] = [CLASSES[i] for i in probs.argmax(1)]
     return out

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from saxlevel import backbones
-from saxlevel.images import load_png
+from saxlevel.ingest.images import load_png
+from saxlevel.learning import backbones
 
 
 def square_resize(gray: np.ndarray, size: int) -> np.ndarray:

