@@ -388,9 +388,9 @@ class _Probe:
 def _record_stacks(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     seen: list[np.ndarray] = []
 
-    def probabilities(model: object, gray: np.ndarray) -> np.ndarray:
-        seen.append(gray)
-        return np.full((len(gray), 5), 0.2)
+    def probabilities(model: object, grays: list[np.ndarray]) -> list[np.ndarray]:
+        seen.extend(grays)
+        return [np.full((len(gray), 5), 0.2) for gray in grays]
 
     monkeypatch.setattr(predict, "stack_probabilities", probabilities)
     return seen

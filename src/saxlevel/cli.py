@@ -42,6 +42,18 @@ def _predict(args: argparse.Namespace) -> int:
     from saxlevel.evaluation import coverage
 
     out = args.out or f"predictions/{Path(args.dicom_dir).resolve().name}"
+    try:
+        from saxlevel.cohort import roots
+
+        studies = roots.find_cohort(args.dicom_dir)
+    except (OSError, ValueError) as exc:
+        print(f"saxlevel predict: error: {exc}", file=sys.stderr)
+        return 2
+    if studies is not None:
+        return _predict_cohort(args, studies, out)
+    if args.workers or args.scheduler:
+        print(f"saxlevel predict: note: {args.dicom_dir} is one study; --workers/--scheduler apply to a root of "
+              "studies and are not used", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -49,7 +61,8 @@ def _predict(args: argparse.Namespace) -> int:
             info = predict.model_info(model)
             how = args.decode or predict.default_decoding(info)
             print(f"model: {model}\nlevel definition: {predict.level_definition(info)}; decoding: {how}")
-            table, cover, seconds = predict.run(args.dicom_dir, model, out, args.frames, how, args.backbone_model)
+            table, cover, seconds = predict.run(args.dicom_dir, model, out, args.frames, how, args.backbone_model,
+                                                figures=args.figures != "none")
         except (predict.PredictError, OSError) as exc:
             print(f"saxlevel predict: error: {exc}", file=sys.stderr)
             return 2
@@ -65,7 +78,30 @@ def _predict(args: argparse.Namespace) -> int:
     print(f"coverage: {coverage.verdict(cover)}")
     print(f"{Path(model).stem}: {table.order.nunique()} slices x {table.phase.nunique()} frame(s) "
           f"in {seconds:.2f} s (model loading excluded); wrote {out}/levels.csv, {out}/coverage.csv, "
-          f"{out}/aha.csv (AHA 17-segment regions) and {out}/levels_*.png")
+          f"{out}/aha.csv (AHA 17-segment regions)" + ("" if args.figures == "none" else f" and {out}/levels_*.png"))
+    return 0
+
+
+def _predict_cohort(args: argparse.Namespace, studies: list, out: str) -> int:
+    """`saxlevel predict ROOT`: every study of a root, one row each in OUT/cohort.csv."""
+    from saxlevel import predict
+    from saxlevel.cohort import run
+
+    try:
+        model = args.model or str(predict.default_model())
+        info = predict.model_info(model)
+        how = args.decode or predict.default_decoding(info)
+        print(f"model: {model}\nlevel definition: {predict.level_definition(info)}; decoding: {how}")
+        print(f"{args.dicom_dir}: a root of {len(studies)} studies; writing {out}/<subject>/ and {out}/cohort.csv")
+        settings = run.Settings(model, args.backbone_model, args.frames, how, args.figures or "incomplete")
+        table = run.run_cohort(studies, settings, out, args.jobs, scheduler=args.scheduler, workers=args.workers)
+    except (predict.PredictError, OSError) as exc:
+        print(f"saxlevel predict: error: {exc}", file=sys.stderr)
+        return 2
+    ok = table[table.status == "ok"]
+    print(f"{len(table)} subjects: {int((ok.verdict == 'complete').sum())} complete, "
+          f"{int((ok.verdict == 'incomplete').sum())} incomplete, {int((table.status == 'error').sum())} errors; "
+          f"wrote {out}/cohort.csv and {out}/cohort.html")
     return 0
 
 
@@ -92,15 +128,26 @@ def _export(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `predict`, `export` and `label` on the `saxlevel` parser."""
-    p = sub.add_parser("predict", help="levels of every slice of one subject's DICOM folder")
-    p.add_argument("dicom_dir", help="one subject's study (Kaggle layout) or any folder of SAX DICOMs")
+    p = sub.add_parser("predict", help="levels of every slice of one study, or of every study of a cohort root")
+    p.add_argument("dicom_dir", help="one study (a Kaggle study, a folder of one patient's DICOM in any layout, a NIfTI "
+                   "subject or volume) or a root of many (a Kaggle tree, a folder of subject folders, a NIfTI dataset): "
+                   "the headers decide")
     p.add_argument("--model", help="any saxlevel model: models/BACKBONE-HEAD.keras, a fine-tuned "
                    "models/finetuned/BACKBONE-HEAD.keras, an exported one (default: the real-heart model shipped in "
                    "the package, see its MODEL_CARD.md)")
     p.add_argument("--backbone-model", help="frozen backbone .keras for a head trained on the feature cache (default: the one recorded "
                    "in the model; fine-tuned models hold their backbone)")
-    p.add_argument("--out", help="output folder (default: predictions/<folder name>)")
+    p.add_argument("--out", help="output folder (default: predictions/<folder name>); for a root: OUT/<subject>/ per "
+                   "study, OUT/cohort.csv and OUT/cohort.html")
     p.add_argument("--frames", default="ed-es", choices=["ed-es", "all"])
+    p.add_argument("--figures", choices=["none", "incomplete", "all"],
+                   help="which studies get figures (default: all for one study; incomplete for a root, figures only "
+                        "where coverage fails)")
+    p.add_argument("--jobs", type=int, default=2, help="processes that read a root's studies (default 2)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="run a root on a local Dask cluster of N worker processes, each holding the model once")
+    p.add_argument("--scheduler", help="run a root on a running Dask cluster: its scheduler's address "
+                   "(tcp://host:8786); the studies and --out must be on a filesystem every worker sees")
     p.add_argument("--decode", choices=["argmax", "ordered", "anatomical"],
                    help="default: the model's own (the real-heart model: anatomical, the most likely single run of "
                         "LV slices, so levels never go backwards; models of the paper's grid: argmax)")

@@ -102,18 +102,31 @@ def load_model(path: str | Path, backbone_model: str | Path | None = None) -> Lo
     return LoadedModel(info, keras.models.load_model(path), keras.models.load_model(found))
 
 
-def stack_probabilities(model: LoadedModel, gray: np.ndarray) -> np.ndarray:
-    """(T, 5) level probabilities for one stack of (T, S, S) uint8 images ordered apex->base."""
+def _backbone_features(model: LoadedModel, gray: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """The backbone's output for (N, S, S) uint8 images: features (frozen backbone), or the gray images themselves
+    for a fine-tuned model, which takes them as they are."""
+    if model.backbone is None:  # fine-tuned: gray 0-255 straight into the model
+        return gray.astype(np.float32)[..., None]
+    x = backbones.to_backbone_input(gray, model.info["backbone"])
+    return np.concatenate([np.asarray(model.backbone(x[i:i + batch_size], training=False))
+                           for i in range(0, len(x), batch_size)])
+
+
+def stack_probabilities(model: LoadedModel, grays: list[np.ndarray]) -> list[np.ndarray]:
+    """(T, 5) level probabilities of each stack of (T, S, S) uint8 images (apex -> base), any number of stacks
+    at once: the backbone runs over batches of slices drawn from all of them (a slice's output does not depend on
+    its batch), the head per stack."""
     from saxlevel.learning.heads import RNN_HEADS
 
-    info = model.info
-    if model.backbone is None:  # fine-tuned: gray 0-255 straight into the model
-        x = gray.astype(np.float32)[..., None]
-    else:
-        x = np.asarray(model.backbone(backbones.to_backbone_input(gray, info["backbone"]), training=False))
-    if info["head"] in RNN_HEADS:
-        return np.asarray(model.head.predict(x[None], verbose=0))[0]
-    return np.asarray(model.head.predict(x, verbose=0))
+    if not grays:
+        return []
+    out = []
+    for x in np.split(_backbone_features(model, np.concatenate(grays)), np.cumsum([len(g) for g in grays])[:-1]):
+        if model.info["head"] in RNN_HEADS:
+            out.append(np.asarray(model.head.predict(x[None], verbose=0))[0])
+        else:
+            out.append(np.asarray(model.head.predict(x, verbose=0)))
+    return out
 
 
 def index_folder(folder: str | Path) -> pd.DataFrame:
@@ -162,19 +175,24 @@ def preprocessing(info: dict) -> dict:
     return prep
 
 
-def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es",
-                   how: str | None = None) -> pd.DataFrame:
-    """One row per (frame, slice): phase, frame, series, order, position_mm, level, the five probabilities, and
-    the DICOM path, frame in the file and windowed 8-bit image it came from. Every preprocessing choice (window,
-    ED/ES frames, image size) is the one the model was trained with."""
-    prep = preprocessing(model.info)
-    how = how or default_decoding(model.info)
-    pct = (float(prep["window_percentiles"][0]), float(prep["window_percentiles"][1]))
-    index = index_folder(folder)
+@dataclass
+class Stack:
+    """One phase's stack of a subject, read and windowed, ready for a model (rows apex -> base)."""
+
+    phase: str
+    frame: int
+    rows: pd.DataFrame  # the index rows of its readable images
+    raw: list[np.ndarray]  # the images as stored (float32)
+    windowed: list[np.ndarray]  # windowed to 8 bits with the model's percentiles
+
+
+def wanted_frames(index: pd.DataFrame, prep: dict, frames: str, folder: str | Path) -> list[tuple[str, int]]:
+    """(phase, frame) of each stack to predict: ED and ES chosen as to_png chose them, every frame, or the one
+    volume a single-phase source holds (its phase where the source names it)."""
     if frames == "ed-es" and index.frame.nunique() == 1:  # one volume: its phase if the source names it
         named = str(index.phase.iloc[0]) if "phase" in index and str(index.phase.iloc[0]) in ("ED", "ES") else ""
-        wanted = [(named or f"F{int(index.frame.iloc[0])}", int(index.frame.iloc[0]))]
-    elif frames == "ed-es":
+        return [(named or f"F{int(index.frame.iloc[0])}", int(index.frame.iloc[0]))]
+    if frames == "ed-es":
         try:
             notes: list[str] = []
             chosen = pngs.choose_frames(index, prep["ed_frame"], prep["es_frame"], notes)
@@ -182,13 +200,20 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
                 warnings.warn(note, stacklevel=2)
         except ValueError as exc:  # PixelError, ConstantImage, missing frames: all name the problem
             raise PredictError(f"cannot find ED/ES in {folder}: {exc}") from None
-        wanted = [("ED", chosen["ED"]), ("ES", chosen["ES"])]
-    elif frames == "all":
-        wanted = [(f"F{f}", int(f)) for f in sorted(index.frame.unique())]
-    else:
-        raise PredictError(f"--frames must be ed-es or all, got {frames!r}")
-    rows = []
-    for phase, frame in wanted:
+        return [("ED", chosen["ED"]), ("ES", chosen["ES"])]
+    if frames == "all":
+        return [(f"F{f}", int(f)) for f in sorted(index.frame.unique())]
+    raise PredictError(f"--frames must be ed-es or all, got {frames!r}")
+
+
+def prepare_stacks(folder: str | Path, prep: dict, frames: str = "ed-es") -> list[Stack]:
+    """Everything before the model, for one subject: its index, the frames to predict, each image read once and
+    windowed as the model's training data were (``prep``: the model's preprocessing record). No model needed, so
+    this runs in worker processes beside the one that holds the model."""
+    pct = (float(prep["window_percentiles"][0]), float(prep["window_percentiles"][1]))
+    index = index_folder(folder)
+    out = []
+    for phase, frame in wanted_frames(index, prep, frames, folder):
         stack = index[index.frame == frame].sort_values("order")
         raw, windowed, keep = [], [], []
         for i, (p, k) in enumerate(zip(stack.path, stack.file_frame)):
@@ -201,42 +226,61 @@ def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es"
                 warnings.warn(f"{phase} frame {frame}: slice dropped: {exc}", stacklevel=2)
         if not keep:
             raise PredictError(f"no image of {phase} frame {frame} in {folder} could be read")
-        stack = stack.iloc[keep]
-        if model.info.get("kind") == "cavity":
-            by_run, probs = _cavity_levels(model, stack, raw, how)
-            levels = np.array([CLASS_INDEX[lv] for lv in by_run])
-        else:
-            gray = np.stack([features.square_resize(img, int(prep["image_size"])) for img in windowed])
-            probs = stack_probabilities(model, gray)
-            levels = decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)
-        for k, r in enumerate(stack.itertuples()):
-            rows.append({"subject": r.subject, "phase": phase, "frame": frame, "series": r.series,
+        out.append(Stack(phase, int(frame), stack.iloc[keep], raw, windowed))
+    return out
+
+
+def infer_stacks(model: LoadedModel, stacks: list[Stack], how: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(level indices, (T, 5) level probabilities) of each stack, the stacks of any number of subjects at once:
+    the network runs over batches of slices drawn from all of them, the head or the decoding per stack."""
+    if not stacks:
+        return []
+    decoded = []
+    if model.info.get("kind") == "cavity":  # the real-heart model: a U-Net, then presence and decoding
+        from saxlevel.realheart import cavitynet, realdata
+
+        x = np.concatenate([realdata.model_input(s.raw, float(s.rows.pixel_spacing.iloc[0])) for s in stacks])
+        all_maps = np.split(cavitynet.cavity_maps(model.head, x), np.cumsum([len(s.rows) for s in stacks])[:-1])
+        for s, maps in zip(stacks, all_maps):
+            named, probs, _ = runs.levels_from_maps(maps, model.info["calibration"],
+                                                    s.rows.position_mm.to_numpy(float))
+            decoded.append((np.array([CLASS_INDEX[lv] for lv in named]) if how == runs.DECODING else
+                            decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how), probs))
+        return decoded
+    size = int(preprocessing(model.info)["image_size"])
+    grays = [np.stack([features.square_resize(img, size) for img in s.windowed]) for s in stacks]
+    for probs in stack_probabilities(model, grays):
+        decoded.append((decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how), probs))
+    return decoded
+
+
+def stack_table(stacks: list[Stack], results: list[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """One row per (stack, slice): phase, frame, series, order, position_mm, level, the five probabilities, and
+    the file, frame in the file and windowed 8-bit image it came from."""
+    rows = []
+    for s, (levels, probs) in zip(stacks, results):
+        for k, r in enumerate(s.rows.itertuples()):
+            rows.append({"subject": r.subject, "phase": s.phase, "frame": s.frame, "series": r.series,
                          "order": int(r.order), "position_mm": round(float(r.position_mm), 2),
                          "level": CLASSES[levels[k]], **{f"p_{c}": round(float(probs[k, i]), 6)
                                                          for i, c in enumerate(CLASSES)}, "path": r.path,
-                         "file_frame": int(r.file_frame), "image": windowed[k]})
+                         "file_frame": int(r.file_frame), "image": s.windowed[k]})
     return pd.DataFrame(rows)
 
 
-def _cavity_levels(model: LoadedModel, stack: pd.DataFrame, raw: list[np.ndarray],
-                   how: str) -> tuple[list[str], np.ndarray]:
-    """The real-heart model on one stack (rows apex -> base, ``raw`` their stored images): levels by ``how``
-    (anatomical: the most likely run of LV slices; argmax / ordered: of the level probabilities) and the level
-    probabilities."""
-    named, probs, _ = runs.predict_stack(model.head, model.info["calibration"], raw,
-                                              float(stack.pixel_spacing.iloc[0]), stack.position_mm.to_numpy(float))
-    if how != runs.DECODING:
-        named = [CLASSES[i] for i in decode.decode_stacks(probs, np.zeros(len(probs)), np.arange(len(probs)), how)]
-    return named, probs
+def predict_folder(folder: str | Path, model: LoadedModel, frames: str = "ed-es",
+                   how: str | None = None) -> pd.DataFrame:
+    """One subject's levels (stack_table). Every preprocessing choice (window, ED/ES frames, image size) is the
+    one the model was trained with."""
+    stacks = prepare_stacks(folder, preprocessing(model.info), frames)
+    return stack_table(stacks, infer_stacks(model, stacks, how or default_decoding(model.info)))
 
 
 def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str = "ed-es", how: str | None = None,
-        backbone_model: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+        backbone_model: str | Path | None = None, figures: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """Load, predict, write OUT/levels.csv, OUT/coverage.csv (does each stack reach beyond the apex and the
     base), OUT/aha.csv (each slice's AHA 17-segment region) and a Figure-3-style PNG per stack marked with the
     AHA regions; (levels table, coverage table, seconds per subject)."""
-    from saxlevel.evaluation import figures
-
     io.check_output_dir(out)
     model = load_model(model_path, backbone_model)
     how = how or default_decoding(model.info)
@@ -245,6 +289,16 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     t0 = time.perf_counter()
     table = predict_folder(folder, model, frames, how)
     seconds = time.perf_counter() - t0
+    levels, cover = write_outputs(table, model.info, how, out, figures)
+    return levels, cover, seconds
+
+
+def write_outputs(table: pd.DataFrame, info: dict, how: str, out: str | Path,
+                  figures: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """OUT/levels.csv, OUT/coverage.csv, OUT/aha.csv and (``figures``) a Figure-3-style PNG per stack marked with
+    the AHA regions, from one subject's stack_table; (levels table, coverage table)."""
+    from saxlevel.evaluation import figures as figs
+
     out = Path(out)
     levels = table.drop(columns=["path", "file_frame", "image"])
     cover = coverage.coverage_table(levels)
@@ -252,16 +306,16 @@ def run(folder: str | Path, model_path: str | Path, out: str | Path, frames: str
     io.write_csv(out / "levels.csv", levels)
     io.write_csv(out / "coverage.csv", cover)
     io.write_csv(out / "aha.csv", aha)
-    name = model.info.get("name") or f"{model.info['backbone']}-{model.info['head']}"
-    for (phase, stack), ends in zip(table.groupby("phase", sort=False), cover.itertuples()):
+    name = info.get("name") or f"{info['backbone']}-{info['head']}"
+    for (phase, stack), ends in zip(table.groupby("phase", sort=False), cover.itertuples()) if figures else []:
         panel = stack.assign(true=stack.level, pred=stack.level, aha_region=aha.aha_region[stack.index].to_numpy(),
                              aha_segments=aha.aha_segments[stack.index].to_numpy(),
                              path=[_png_of(r.path, r.file_frame, r.image, out / "images") for r in stack.itertuples()])
         reach = ", ".join(f"{end} {'covered' if getattr(ends, end + '_covered') else 'NOT covered'}"
                           for end in coverage.ENDS)
-        figures.stack_panels(panel, f"subject {stack.subject.iloc[0]} {phase} (frame {stack.frame.iloc[0]}), "
-                             f"{name} ({how}); {reach}", out / f"levels_{phase}.png", show_truth=False)
-    return levels, cover, seconds
+        figs.stack_panels(panel, f"subject {stack.subject.iloc[0]} {phase} (frame {stack.frame.iloc[0]}), "
+                          f"{name} ({how}); {reach}", out / f"levels_{phase}.png", show_truth=False)
+    return levels, cover
 
 
 def _read_windowed(path: str, file_frame: int, pct: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -116,7 +116,13 @@ def predict_stack(model: Any, calibration: dict, images: list[np.ndarray], spaci
     """(levels, level probabilities, presence probabilities) of one stack's raw images (apex -> base)."""
     from saxlevel.realheart import cavitynet
 
-    maps = cavitynet.cavity_maps(model, realdata.model_input(images, spacing))
+    return levels_from_maps(cavitynet.cavity_maps(model, realdata.model_input(images, spacing)), calibration,
+                            positions)
+
+
+def levels_from_maps(maps: np.ndarray, calibration: dict,
+                     positions: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(levels, level probabilities, presence probabilities) of one stack from its cavity maps (apex -> base)."""
     q = presence(presence_features(maps), calibration)
     levels, probs = stack_levels(q, np.asarray(positions, dtype=float))
     return levels, probs, q

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 SPLITS = ("train", "validate", "test")
 RULES = ("duplicate", "inconsistent", "noncontiguous", "unreadable", "undecodable", "bad_geometry", "pixel_length",
          "no_sax", "not_sax", "orientation", "empty_series", "not_dicom", "other_series", "segmentation", "frames",
-         "error")
+         "mixed_patients", "error")
 # Rules that judge a single file (the others judge a subject's stack).
 FILE_RULES = ("unreadable", "undecodable", "bad_geometry", "pixel_length", "not_sax", "error")
 INDEX_COLUMNS = ["subject", "split", "series", "slice", "frame", "path", "file_frame", "position_mm", "order",

@@ -145,6 +145,8 @@ def index_subject(study: contract.Study, policy: str = "paper",
     problem = contract.recorder(study.subject, problems)
     files = subject_files(study.path, problem)
     rows = rules.read_entries(study.subject, study.split, [(None, 0, f) for f in files], problem, drop_bad_files)
+    if rules.mixed_patients(rows, problem):  # before the SAX series is chosen: another patient's must not win
+        return [], problems, len(files)
     stack = sax_stack(rows, problem)
     if not stack:
         n_series = len({r["series_uid"] or r["series_number"] for r in rows})

@@ -143,6 +143,9 @@ def _frames(path: Path, ds: Any, rows: int, cols: int, n: int, note: str) -> lis
         "acquisition": tag_number(ds, "AcquisitionNumber", int, 0),
         "description": str(ds.get("SeriesDescription", "")),
         "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        # who and which study: the images of one study folder must share both (rules.mixed_patients)
+        "patient_id": str(ds.get("PatientID", "") or "").strip(),
+        "study_uid": str(ds.get("StudyInstanceUID", "") or "").strip(),
         "note": note,
     }
     if uses_functional_groups(ds, n):

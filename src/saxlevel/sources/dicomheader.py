@@ -34,11 +34,13 @@ FUNCTIONAL_GROUPS = frozenset({0x52009229, 0x52009230})
 WANTED: dict[int, tuple[str, bytes]] = {
     0x00080016: ("SOPClassUID", b"UI"),
     0x0008103E: ("SeriesDescription", b"LO"),
+    0x00100020: ("PatientID", b"LO"),
     0x00180050: ("SliceThickness", b"DS"),
     0x00181060: ("TriggerTime", b"DS"),
     0x00181063: ("FrameTime", b"DS"),
     0x00200011: ("SeriesNumber", b"IS"),
     0x00200012: ("AcquisitionNumber", b"IS"),
+    0x0020000D: ("StudyInstanceUID", b"UI"),
     0x0020000E: ("SeriesInstanceUID", b"UI"),
     0x00200013: ("InstanceNumber", b"IS"),
     0x00200032: ("ImagePositionPatient", b"DS"),

@@ -125,6 +125,8 @@ def apply_rules(sid: int | str, rows: list[dict], problems: list[dict], policy: 
     if not rows or any(p["rule"] in FILE_RULES and p["action"] == "excluded" for p in problems):
         return []
 
+    if mixed_patients(rows, problem):
+        return []
     df = pd.DataFrame(rows)
     df["frame"] = number_frames(df)
     # One parallel stack: every slice normal within MAX_NORMAL_ANGLE_DEG of the first.
@@ -150,6 +152,25 @@ def apply_rules(sid: int | str, rows: list[dict], problems: list[dict], policy: 
     df["order"] = df["series"].map({s: i for i, s in enumerate(pos.index)})
     df = df.sort_values(["order", "frame", "file_frame"])
     return df.reindex(columns=INDEX_COLUMNS).to_dict("records")  # SOURCE_COLUMNS empty (NaN) for DICOM
+
+
+def mixed_patients(rows: list[dict], problem: Problem) -> bool:
+    """Whether one study folder's images come from more than one patient or study (PatientID, StudyInstanceUID):
+    such a folder is never one stack (a folder of several subjects given as one, or files copied into the wrong
+    folder); it is excluded, rule ``mixed_patients``, naming the first two with a file of each. Repeated
+    acquisitions of one patient's stack are one patient and one study, and repair_stack handles them."""
+    first: dict[tuple[str, str], str] = {}
+    for r in rows:
+        key = (r.get("patient_id", ""), r.get("study_uid", ""))
+        first.setdefault(key, str(r["path"]))
+    if len(first) < 2:
+        return False
+    (a, fa), (b, fb) = sorted(first.items())[:2]
+    problem("mixed_patients", f"images of {len(first)} patients or studies in one study folder, e.g. PatientID "
+            f"{a[0] or '(none)'} (study {a[1] or '(none)'}, {fa}) and PatientID {b[0] or '(none)'} (study "
+            f"{b[1] or '(none)'}, {fb}): give each patient's study its own folder (a folder of such folders is "
+            "a cohort root)")
+    return True
 
 
 def _paper_rules(df: pd.DataFrame, problem: Problem) -> pd.DataFrame:
