@@ -23,7 +23,7 @@ from pydicom.tag import Tag
 from saxlevel import parallel, predict, sources
 from saxlevel.ingest import images, pngs
 from saxlevel.phantom import dicomio
-from saxlevel.sources import contract, dicomfile, dicomheader, kaggle, pixeldata, rules
+from saxlevel.sources import contract, dicomfile, kaggle, pixeldata, rules
 
 from conftest import REPO
 from test_dicom import make_study
@@ -449,7 +449,7 @@ def test_fast_header_reader_agrees_with_pydicom(tmp_path: Path) -> None:
     decimal = _file(tmp_path, 2, frame=3)
     _patch(decimal, "InstanceNumber", b"3.0")  # IS written as a whole decimal: pydicom reads 3
     files = sorted(tmp_path.rglob("*.dcm"))
-    read_fast = {f for f in files if dicomheader.read_header(f) is not None}
+    read_fast = {f for f in files if dicomfile.fast_header(f) is not None}
     for f in files:
         assert _outcome(f, fast=True) == _outcome(f, fast=False), f
     assert implicit in read_fast and decimal in read_fast and _file(tmp_path, 15) in read_fast

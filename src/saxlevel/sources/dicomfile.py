@@ -114,7 +114,7 @@ def read_frames(path: str | Path, fast: bool = True) -> list[dict]:
     """
     path = Path(path)
     try:
-        header = dicomheader.read_header(path) if fast else None
+        header = fast_header(path) if fast else None
     except OSError as exc:
         raise FileDefect("unreadable", f"unreadable file {path}: {_os_problem(path, exc)}") from None
     ds: Any  # a pydicom Dataset, or the fast reader's {keyword: value}: both answer .get and `in`
@@ -132,6 +132,23 @@ def read_frames(path: str | Path, fast: bool = True) -> list[dict]:
         note = check_native_length(path, header.pixel_length, header.pixel_offset, header.file_size, rows, cols,
                                     n, bits)
     return _frames(path, ds, rows, cols, n, note)
+
+
+def fast_header(path: str | Path) -> dicomheader.Header | None:
+    """The fast reader's header of a plain file whose geometry is at the top level, or None: pydicom's to read
+    (compressed, enhanced, unusual or damaged files)."""
+    header = dicomheader.read_header(path)
+    return None if header is None or _geometry_in_groups(header.fields) else header
+
+
+def _geometry_in_groups(fields: dict) -> bool:
+    """Whether a file the fast reader read keeps its geometry in functional groups, which only pydicom reads."""
+    if not any(k in fields for k in dicomheader.FUNCTIONAL_GROUPS.values()):
+        return False
+    try:
+        return uses_functional_groups(fields, int(fields.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return True
 
 
 def _frames(path: Path, ds: Any, rows: int, cols: int, n: int, note: str) -> list[dict]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HEAD_BYTES = 16384
 PIXEL_DATA = 0x7FE00010
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -27,8 +29,10 @@ TRANSFER_SYNTAX = 0x00020010
 UNDEFINED = 0xFFFFFFFF
 # Explicit VRs whose length is a 4-byte field after 2 reserved bytes (PS3.5 7.1.2).
 LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-# Enhanced MR: frame geometry lives in functional group sequences, which pydicom reads.
-FUNCTIONAL_GROUPS = frozenset({0x52009229, 0x52009230})
+# Enhanced MR: frame geometry lives in functional group sequences, which pydicom reads. A classic file may carry a
+# vestigial one (GE exports through OsiriX): the reader notes its presence and skips it, and read_frames hands
+# the file to pydicom only where its geometry really lives there (dicomfile.uses_functional_groups).
+FUNCTIONAL_GROUPS = {0x52009229: "SharedFunctionalGroupsSequence", 0x52009230: "PerFrameFunctionalGroupsSequence"}
 
 # tag: (keyword, VR) of every field read_frames uses from a classic image.
 WANTED: dict[int, tuple[str, bytes]] = {
@@ -52,6 +56,8 @@ WANTED: dict[int, tuple[str, bytes]] = {
     0x00280011: ("Columns", b"US"),
     0x00280030: ("PixelSpacing", b"DS"),
     0x00280100: ("BitsAllocated", b"US"),
+    0x00280101: ("BitsStored", b"US"),
+    0x00280103: ("PixelRepresentation", b"US"),
 }
 
 _U16 = struct.Struct("<H")
@@ -88,6 +94,9 @@ def read_header(path: str | Path) -> Header | None:
         return None
     fields = {}
     for tag, (vr, raw) in body[0].items():
+        if tag in FUNCTIONAL_GROUPS:
+            fields[FUNCTIONAL_GROUPS[tag]] = True  # present; its content is pydicom's to read
+            continue
         keyword, want = WANTED[tag]
         if vr is not None and vr != want:
             return None
@@ -127,8 +136,12 @@ def _scan(buf: bytes, off: int, implicit: bool, meta: bool
                 start = off + 8
             else:
                 return None
-        if length == UNDEFINED or tag in FUNCTIONAL_GROUPS:
+        if length == UNDEFINED:
             return None
+        if tag in FUNCTIONAL_GROUPS:
+            found[tag] = (None, b"")
+            off = start + length
+            continue
         if tag == PIXEL_DATA:
             return found, off, (length, start)
         if tag in WANTED or (meta and tag == TRANSFER_SYNTAX):
@@ -159,3 +172,30 @@ def _value(raw: bytes, vr: bytes) -> Any:
         except (TypeError, ValueError, OverflowError):
             return text  # not an integer: read_frames names the tag
     return parts[0] if len(parts) == 1 else (parts or "")
+
+
+def plain_pixels(path: str | Path) -> np.ndarray | None:
+    """The pixel values of a plain single-frame image, read straight from the file as pydicom's pixel_array gives
+    them: unsigned 8- or 16-bit samples, one per pixel, no bits set above BitsStored (where pydicom's result could
+    depend on masking). None for anything else, which pydicom then decodes."""
+    header = read_header(path)
+    if header is None:
+        return None
+    f = header.fields
+    bits, stored = f.get("BitsAllocated"), f.get("BitsStored", f.get("BitsAllocated"))
+    frames = f.get("NumberOfFrames", 1)
+    if (bits not in (8, 16) or f.get("PixelRepresentation", 0) != 0 or f.get("SamplesPerPixel", 1) != 1
+            or frames not in (1, "1", None) or not isinstance(stored, int)):
+        return None
+    rows, cols = f.get("Rows"), f.get("Columns")
+    if not isinstance(rows, int) or not isinstance(cols, int):
+        return None
+    count = rows * cols
+    if header.pixel_length < count * bits // 8:
+        return None
+    with open(path, "rb") as fp:
+        fp.seek(header.pixel_offset)
+        data = np.frombuffer(fp.read(count * bits // 8), dtype="<u2" if bits == 16 else "u1")
+    if len(data) != count or (stored < bits and int(data.max(initial=0)) >> stored):
+        return None
+    return data.reshape(rows, cols)
