@@ -11,8 +11,6 @@ import pydicom
 import pydicom.pixels
 from PIL import Image
 
-from saxlevel.sources import dicomheader
-
 
 class PixelError(ValueError):
     """An image's pixel data cannot be decoded or has the wrong shape; the message names the file."""
@@ -22,15 +20,7 @@ def read_pixels(path: str | Path, file_frame: int = 0) -> np.ndarray:
     """The stored pixel values of one image (frame ``file_frame`` of a multi-frame file) as float32.
 
     Any transfer syntax with an installed pydicom decoder works (uncompressed, deflated, RLE, JPEG
-    Lossless, JPEG-LS, JPEG 2000); only the requested frame is decoded. A plain uncompressed single-frame file (the
-    Kaggle export) is read straight from its bytes (dicomheader.plain_pixels, ~10x faster, the same values)."""
-    if not file_frame:
-        try:
-            plain = dicomheader.plain_pixels(path)
-        except OSError:
-            plain = None  # pydicom names the problem below
-        if plain is not None:
-            return plain.astype(np.float32)
+    Lossless, JPEG-LS, JPEG 2000); only the requested frame is decoded."""
     ds = pydicom.Dataset()
     try:
         if pydicom.filereader.read_file_meta_info(path).TransferSyntaxUID.is_deflated:

@@ -17,7 +17,7 @@ from saxlevel import io, parallel
 from saxlevel.ingest import phases, seglevels
 from saxlevel.ingest.images import ConstantImage, PixelError, read_pixels, save_png, window
 from saxlevel.params import PngSettings
-from saxlevel.sources import nifti
+from saxlevel.sources import dicomheader, nifti
 from saxlevel.sources.contract import EXCLUDED_COLUMNS, INDEX_COLUMNS, SOURCE_COLUMNS
 
 
@@ -35,8 +35,19 @@ def read_index(path: str | Path) -> pd.DataFrame:
 
 
 def read_image(path: str | Path, file_frame: int) -> np.ndarray:
-    """One stored image as float32: a DICOM file's frame (images.read_pixels) or a NIfTI volume's slice."""
-    return nifti.read_image(path, file_frame) if nifti.is_nifti(path) else read_pixels(path, file_frame)
+    """One stored image as float32: a NIfTI volume's slice, or a DICOM file's frame: a plain uncompressed
+    single-frame file (the Kaggle export) straight from its bytes (dicomheader.plain_pixels, ~5x faster, the same
+    values), any other through pydicom's decoders (images.read_pixels)."""
+    if nifti.is_nifti(path):
+        return nifti.read_image(path, file_frame)
+    if not file_frame:
+        try:
+            plain = dicomheader.plain_pixels(path)
+        except OSError:
+            plain = None  # read_pixels names the problem
+        if plain is not None:
+            return plain.astype(np.float32)
+    return read_pixels(path, file_frame)
 
 
 FRAMES_FILE = "frames.csv"  # each written subject's ED and ES frame, and why ED moved where prior and curve differ
