@@ -171,30 +171,45 @@ def batches(prepared: Iterable[Prepared], slices: int = BATCH_SLICES) -> Iterato
         yield batch
 
 
-def read_studies(studies: list[contract.Study], prep: dict, frames: str, jobs: int) -> Iterator[Prepared]:
-    """Each study prepared, in ``jobs`` worker processes (started clean: TensorFlow is loaded here), in order and
-    at most a few studies ahead of the model (memory stays flat over any cohort); a worker that dies (a native
-    decoder crashing) costs only its study, found by rerunning the rest apart (parallel.map_isolated)."""
-    workers = parallel.worker_count(jobs)
-    if workers == 1 or len(studies) < 2:
-        yield from (prepare(s, prep, frames) for s in studies)
-        return
-    ahead = 4 * workers
-    done = 0
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-            pending: deque[Future] = deque()
-            for i in range(len(studies)):
-                pending.append(pool.submit(prepare, studies[i], prep, frames))
-                if len(pending) >= ahead:
-                    yield pending.popleft().result()
+class Reading:
+    """Studies prepared in ``jobs`` worker processes, from the moment it is made (so the workers read while the model
+    loads), yielded in order and at most a few studies ahead of the model (memory stays flat over any cohort). The
+    workers start clean (forkserver: TensorFlow is loaded in this process). A worker that dies (a native decoder
+    crashing) costs only its study, found by rerunning the rest apart (parallel.map_isolated)."""
+
+    def __init__(self, studies: list[contract.Study], prep: dict, frames: str, jobs: int) -> None:
+        self.studies, self.prep, self.frames, self.jobs = studies, prep, frames, jobs
+        self.workers = parallel.worker_count(jobs)
+        self.pending: deque[Future] = deque()
+        self.submitted = 0
+        self.pool: ProcessPoolExecutor | None = None
+        if self.workers > 1 and len(studies) > 1:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["saxlevel.cohort.run"])  # each worker starts with the readers imported
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._fill()
+
+    def _fill(self) -> None:
+        assert self.pool is not None
+        while self.submitted < len(self.studies) and len(self.pending) < 4 * self.workers:
+            self.pending.append(self.pool.submit(prepare, self.studies[self.submitted], self.prep, self.frames))
+            self.submitted += 1
+
+    def __iter__(self) -> Iterator[Prepared]:
+        if self.pool is None:
+            yield from (prepare(s, self.prep, self.frames) for s in self.studies)
+            return
+        done = 0
+        try:
+            with self.pool:
+                while self.pending:
+                    p = self.pending.popleft().result()
                     done += 1
-            while pending:
-                yield pending.popleft().result()
-                done += 1
-    except BrokenProcessPool:
-        yield from parallel.map_isolated(prepare, [(s, prep, frames) for s in studies[done:]], jobs,
-                                         on_failure=_failed, desc="reading (isolated)", progress=False)
+                    self._fill()
+                    yield p
+        except BrokenProcessPool:
+            yield from parallel.map_isolated(prepare, [(s, self.prep, self.frames) for s in self.studies[done:]],
+                                             self.jobs, on_failure=_failed, desc="reading (isolated)", progress=False)
 
 
 def run_cohort(studies: list[contract.Study], settings: Settings, out: str | Path, jobs: int = 2,
@@ -220,16 +235,16 @@ def run_cohort(studies: list[contract.Study], settings: Settings, out: str | Pat
 
         cluster.run_on_cluster(todo, settings, out, keys, record, scheduler, workers, progress)
     elif todo:
-        model = predict.load_model(settings.model, settings.backbone_model)
+        reading = Reading(todo, predict.preprocessing(predict.model_info(settings.model)), settings.frames, jobs)
+        model = predict.load_model(settings.model, settings.backbone_model)  # while the workers read
         how = settings.how or predict.default_decoding(model.info)
-        prep = predict.preprocessing(model.info)
         bar = tqdm(total=len(studies), initial=len(rows), desc="cohort", unit="subject", disable=not progress)
 
         def record_one(subject: int | str, row: dict) -> None:
             record(subject, row)
             bar.update()
 
-        for batch in batches(read_studies(todo, prep, settings.frames, jobs)):
+        for batch in batches(reading):
             predict_prepared(batch, model, how, settings, out, keys, record_one)
         bar.close()
     table = summary.cohort_table([rows[s.subject] for s in studies])
