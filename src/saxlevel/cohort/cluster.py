@@ -39,9 +39,7 @@ def process_chunk(studies: list[contract.Study], settings: run.Settings, out: st
     how = settings.how or predict.default_decoding(model.info)
     prep = predict.preprocessing(model.info)
     prepared = [run.prepare(s, prep, settings.frames) for s in studies]
-    rows: list[tuple[int | str, dict]] = []
-    run.predict_prepared(prepared, model, how, settings, Path(out), keys, lambda s, r: rows.append((s, r)))
-    return rows
+    return [row for _, row in run.predict_prepared(prepared, model, how, settings, Path(out), keys)]
 
 
 def run_on_cluster(todo: list[contract.Study], settings: run.Settings, out: Path, keys: dict,

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
@@ -124,10 +125,10 @@ def _failed(task: tuple, why: str) -> Prepared:
     return Prepared(task[0], error=why)
 
 
-def finish(p: Prepared, result: list, model: predict.LoadedModel, how: str, settings: Settings, out: Path,
-           key: str, seconds: float) -> dict:
+def finish(p: Prepared, result: list, info: dict, how: str, settings: Settings, out: Path, key: str,
+           seconds: float) -> tuple[int | str, dict]:
     """Write one subject's outputs (levels, coverage, AHA, figures as ``settings.figures`` says) and its
-    fingerprint; its cohort row."""
+    fingerprint; (subject, cohort row). No model needed: it runs in the reading workers beside the network."""
     folder = out / folder_name(p.study.subject)
     name = Path(settings.model).stem
     layout = layout_of(p.study)
@@ -135,28 +136,60 @@ def finish(p: Prepared, result: list, model: predict.LoadedModel, how: str, sett
         row = summary.error_row(str(p.study.subject), layout, p.error, p.warnings, name, seconds)
     else:
         table = predict.stack_table(p.stacks, result)
-        _, cover = predict.write_outputs(table, model.info, how, folder, figures=settings.figures == "all")
+        _, cover = predict.write_outputs(table, info, how, folder, figures=settings.figures == "all")
         if settings.figures == "incomplete" and not coverage.verdict(cover).startswith("complete"):
-            predict.write_outputs(table, model.info, how, folder, figures=True)
+            predict.write_outputs(table, info, how, folder, figures=True)
         row = summary.ok_row(str(p.study.subject), layout, cover, p.warnings, name, seconds)
     io.write_json(folder / FINGERPRINT, {"fingerprint": key, "row": row})
-    return row
+    return p.study.subject, row
 
 
 def predict_prepared(batch: list[Prepared], model: predict.LoadedModel, how: str, settings: Settings, out: Path,
-                     keys: dict, on_row: Callable[[int | str, dict], None]) -> None:
-    """The network over every stack of ``batch`` at once, then each subject's outputs."""
+                     keys: dict, write: Callable[..., Any] | None = None) -> list:
+    """The network over every stack of ``batch`` at once, then each subject's outputs (finish): here, or handed to
+    ``write`` (a pool's submit: the figures are drawn beside the next batch's network); (study, (subject, row) or
+    the future of one) each."""
     stacks = [s for p in batch for s in p.stacks]
     t0 = time.perf_counter()
     results = predict.infer_stacks(model, stacks, how)
     per_slice = (time.perf_counter() - t0) / max(1, sum(len(s.rows) for s in stacks))
+    done = []
     k = 0
     for p in batch:
         mine = results[k:k + len(p.stacks)]
         k += len(p.stacks)
         # its reading, plus its share of the network's time (the outputs' writing is not counted)
         seconds = p.seconds + per_slice * sum(len(s.rows) for s in p.stacks)
-        on_row(p.study.subject, finish(p, mine, model, how, settings, out, keys[p.study.subject], seconds))
+        for s in p.stacks:
+            s.raw = []  # the network is done with the stored images; the outputs need the windowed ones only
+        args = (p, mine, model.info, how, settings, out, keys[p.study.subject], seconds)
+        done.append((p.study, finish(*args) if write is None else write(finish, *args)))
+    return done
+
+
+def _writer(reading: Reading) -> Callable[..., Any] | None:
+    """The reading pool's submit while it has a pool, else None (finish runs here)."""
+    return reading.submit if reading.pool is not None else None
+
+
+def _collect(writing: list, record: Callable[[int | str, dict], None], bar: tqdm, model: str,
+             wait: bool = False) -> list:
+    """Record the finished outputs ((study, row or future) pairs); return the unfinished, unless ``wait``. A write
+    that failed (its worker died, or a check no one foresaw) is the study's error row."""
+    left = []
+    for study, w in writing:
+        if isinstance(w, Future) and not (wait or w.done()):
+            left.append((study, w))
+            continue
+        try:
+            subject, row = w.result() if isinstance(w, Future) else w
+        except Exception as exc:  # noqa: BLE001  one study's outputs must not stop the cohort
+            subject, row = study.subject, summary.error_row(str(study.subject), layout_of(study),
+                                                            f"writing its outputs failed: {exc.__class__.__name__}: "
+                                                            f"{exc}", [], model, 0.0)
+        record(subject, row)
+        bar.update()
+    return left
 
 
 def batches(prepared: Iterable[Prepared], slices: int = BATCH_SLICES) -> Iterator[list[Prepared]]:
@@ -174,8 +207,9 @@ def batches(prepared: Iterable[Prepared], slices: int = BATCH_SLICES) -> Iterato
 class Reading:
     """Studies prepared in ``jobs`` worker processes, from the moment it is made (so the workers read while the model
     loads), yielded in order and at most a few studies ahead of the model (memory stays flat over any cohort). The
-    workers start clean (forkserver: TensorFlow is loaded in this process). A worker that dies (a native decoder
-    crashing) costs only its study, found by rerunning the rest apart (parallel.map_isolated)."""
+    same workers write the outputs (``submit``). They start clean (forkserver: TensorFlow is loaded in this
+    process). A worker that dies (a native decoder crashing) costs only its study, found by rerunning the rest apart
+    (parallel.map_isolated). Use it as a context manager: the pool lives until the last output is written."""
 
     def __init__(self, studies: list[contract.Study], prep: dict, frames: str, jobs: int) -> None:
         self.studies, self.prep, self.frames, self.jobs = studies, prep, frames, jobs
@@ -189,11 +223,22 @@ class Reading:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context)
             self._fill()
 
+    def __enter__(self) -> Reading:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
     def _fill(self) -> None:
         assert self.pool is not None
         while self.submitted < len(self.studies) and len(self.pending) < 4 * self.workers:
             self.pending.append(self.pool.submit(prepare, self.studies[self.submitted], self.prep, self.frames))
             self.submitted += 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future | None:
+        """``fn(*args)`` in a worker (None where there is no pool: the caller runs it)."""
+        return None if self.pool is None else self.pool.submit(fn, *args)
 
     def __iter__(self) -> Iterator[Prepared]:
         if self.pool is None:
@@ -201,13 +246,13 @@ class Reading:
             return
         done = 0
         try:
-            with self.pool:
-                while self.pending:
-                    p = self.pending.popleft().result()
-                    done += 1
-                    self._fill()
-                    yield p
+            while self.pending:
+                p = self.pending.popleft().result()
+                done += 1
+                self._fill()
+                yield p
         except BrokenProcessPool:
+            self.pool = None  # broken: the rest is read apart and written here
             yield from parallel.map_isolated(prepare, [(s, self.prep, self.frames) for s in self.studies[done:]],
                                              self.jobs, on_failure=_failed, desc="reading (isolated)", progress=False)
 
@@ -235,17 +280,15 @@ def run_cohort(studies: list[contract.Study], settings: Settings, out: str | Pat
 
         cluster.run_on_cluster(todo, settings, out, keys, record, scheduler, workers, progress)
     elif todo:
-        reading = Reading(todo, predict.preprocessing(predict.model_info(settings.model)), settings.frames, jobs)
-        model = predict.load_model(settings.model, settings.backbone_model)  # while the workers read
-        how = settings.how or predict.default_decoding(model.info)
         bar = tqdm(total=len(studies), initial=len(rows), desc="cohort", unit="subject", disable=not progress)
-
-        def record_one(subject: int | str, row: dict) -> None:
-            record(subject, row)
-            bar.update()
-
-        for batch in batches(reading):
-            predict_prepared(batch, model, how, settings, out, keys, record_one)
+        with Reading(todo, predict.preprocessing(predict.model_info(settings.model)), settings.frames, jobs) as reading:
+            model = predict.load_model(settings.model, settings.backbone_model)  # while the workers read
+            how = settings.how or predict.default_decoding(model.info)
+            writing: list = []
+            for batch in batches(reading):
+                writing += predict_prepared(batch, model, how, settings, out, keys, _writer(reading))
+                writing = _collect(writing, record, bar, Path(settings.model).stem)
+            _collect(writing, record, bar, Path(settings.model).stem, wait=True)
         bar.close()
     table = summary.cohort_table([rows[s.subject] for s in studies])
     summary.write(table, out, title or f"saxlevel cohort: {len(studies)} subjects, model {Path(settings.model).stem}")
