@@ -91,6 +91,8 @@ def index_entries(sid: int | str, split: str, entries: list[tuple[str, int, Path
     problems: list[dict] = []
     problem = recorder(sid, problems)
     rows = read_entries(sid, split, entries, problem, drop_bad_files)
+    if mixed_patients(rows, problem):  # checked once per reader, right after reading (dicom_folder likewise)
+        return [], problems, len(entries)
     return apply_rules(sid, rows, problems, policy), problems, len(entries)
 
 
@@ -125,8 +127,6 @@ def apply_rules(sid: int | str, rows: list[dict], problems: list[dict], policy: 
     if not rows or any(p["rule"] in FILE_RULES and p["action"] == "excluded" for p in problems):
         return []
 
-    if mixed_patients(rows, problem):
-        return []
     df = pd.DataFrame(rows)
     df["frame"] = number_frames(df)
     # One parallel stack: every slice normal within MAX_NORMAL_ANGLE_DEG of the first.
