@@ -1,11 +1,10 @@
-"""Real-heart stages validate and train: the cavity U-Net on the development patients, scored on the held-out
-patients and scanners (validate), or on every labelled stack, shipped with its calibration and model card (final)."""
+"""Real-heart stages validate, calibrate and train: the cavity U-Net trained on all but each fold of held-out
+patients and scanners, mapping that fold (validate); the maps' presence features scored and calibrated
+(calibrate); the network on every labelled stack, shipped with that calibration and its model card (final)."""
 
 import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 # This checkout's library first (see stages/extract.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -19,32 +18,35 @@ from saxlevel.stageutil import parser, run_stage, seed_everything
 def main() -> int:
     ap = parser(__doc__)
     ap.add_argument("--slices", required=True, help="prepare's folder (x.npy, y.npy, slices.csv)")
-    ap.add_argument("--mode", required=True, choices=["validate", "final"])
-    ap.add_argument("--out", required=True, help="validate: a folder; final: the model file")
-    ap.add_argument("--metrics", help="validate: metrics JSON")
-    ap.add_argument("--scores", help="validate: per-slice scores CSV")
-    ap.add_argument("--maps", help="validate: the held-out cavity maps (npz, one array per stack variant)")
-    ap.add_argument("--calibration", help="final: validate's calibration.json")
-    ap.add_argument("--validation", help="final: validate's metrics JSON (for the model card)")
+    ap.add_argument("--mode", required=True, choices=["validate", "calibrate", "final"])
+    ap.add_argument("--out", required=True, help="validate, calibrate: a folder; final: the model file")
+    ap.add_argument("--maps", help="validate (writes), calibrate (reads): the held-out maps, one array per stack")
+    ap.add_argument("--metrics", help="calibrate: metrics JSON")
+    ap.add_argument("--scores", help="calibrate: per-slice scores CSV")
+    ap.add_argument("--calibration", help="final: calibrate's calibration.json")
+    ap.add_argument("--validation", help="final: calibrate's metrics JSON (for the model card)")
     ap.add_argument("--card", help="final: the model card (Markdown) to write")
     args = ap.parse_args()
-    roots, contours, net, seen = realtrain.settings(P.load(args.params))
+    prm = P.load(args.params)
+    roots, contours, net, seen = realtrain.settings(prm)
     seed_everything(net.seed)
     x, y, table = realtrain.load_slices(args.slices)
     if args.mode == "validate":
-        result = realtrain.run_validation(x, y, table, net, seen, realtrain.fold_count(P.load(args.params)),
-                                          keep_maps=bool(args.maps))
-        if args.maps:
-            maps = {f"{sid}-{cut or 'intact'}": m for (sid, cut), m in result["maps"].items()}
-            io.atomic_write(args.maps, lambda p: np.savez_compressed(open(p, "wb"), **maps))
-        out = io.check_output_dir(args.out)
-        io.write_json(out / "calibration.json", result["calibration"])
-        io.write_json(out / "curves.json", result["metrics"].pop("curves"))
+        maps, curves = realtrain.held_out_maps(x, y, table, net, seen, realtrain.fold_count(prm))
+        realtrain.save_maps(args.maps, maps)
+        io.write_json(io.check_output_dir(args.out) / "curves.json", curves)
+        print(f"realheart validate: {len(maps)} held-out stack variants mapped -> {args.maps}")
+        return 0
+    if args.mode == "calibrate":
+        result = realtrain.calibrate(table, realtrain.load_maps(args.maps), seen, realtrain.fold_count(prm),
+                                     realtrain.presence_names(prm))
+        io.write_json(io.check_output_dir(args.out) / "calibration.json", result["calibration"])
         io.write_csv(Path(args.scores), result["scores"])
-        io.write_json(args.metrics, result["metrics"])
+        io.write_json(args.metrics, result["metrics"] | {"settings": net.__dict__})
         print(modelcard.summary_lines(result["metrics"]))
         return 0
     calibration = json.loads(Path(args.calibration).read_text())
+    realtrain.check_calibration(calibration, net)
     validation = json.loads(Path(args.validation).read_text())
     model, curves = realtrain.train_final(x, y, net)
     info = realtrain.model_info(net.__dict__, calibration, validation,

@@ -48,9 +48,11 @@ def test_presence_features_and_calibration() -> None:
     truth = rng.random(200) < 0.7
     area = np.where(truth, rng.uniform(200, 2000, 200), rng.uniform(0, 60, 200))
     feats = np.c_[np.log1p(area), np.where(truth, 0.95, 0.3), area / 2000, np.zeros(200)]
-    cal = runs.fit_presence(feats, truth)
+    cal = runs.fit_presence(feats, truth, runs.LEGACY_FEATURES)
     p = runs.presence(feats, cal)
     assert ((p > 0.5) == truth).mean() > 0.95
+    assert runs.feature_names(cal) == list(runs.LEGACY_FEATURES)
+    assert runs.feature_names({"coef": [0.0] * 4, "intercept": 0.0}) == list(runs.LEGACY_FEATURES)  # older models
     # three slices: none, a cavity on the axis, an equal one 25 mm off it (e.g. the outflow tract above the base)
     maps = np.zeros((4, realdata.SIZE, realdata.SIZE), np.float32)
     maps[1, 60:70, 60:70] = 0.9
@@ -59,6 +61,29 @@ def test_presence_features_and_calibration() -> None:
     f = runs.presence_features(maps)
     assert f[0, 0] == 0 and f[1, 0] == pytest.approx(np.log1p(100 * realdata.PIXEL_MM ** 2)) and f[1, 1] == pytest.approx(0.9)
     assert f[1, 2] == 1.0 and f[1, 3] == 0.0 and f[3, 3] == pytest.approx(np.log1p(10 * realdata.PIXEL_MM))
+    # shape: a sure round cavity against an unsure two-part one (the outflow tract beside the atrium)
+    maps[2] = 0.0
+    yy, xx = np.mgrid[:realdata.SIZE, :realdata.SIZE]
+    maps[1] = np.where(np.hypot(yy - 64, xx - 64) < 8, 0.95, 0.0)
+    maps[2, 50:53, 38:56] = 0.6
+    maps[2, 70:74, 70:74] = 0.6
+    g = runs.presence_features(maps)
+    named = dict(zip(runs.FEATURES, g.T))
+    assert g.shape == (4, len(runs.FEATURES)) and (g[0] == 0).all()
+    assert named["mean_probability"][1] == pytest.approx(0.95) and named["mean_probability"][2] == pytest.approx(0.6)
+    assert named["largest_part"][1] == 1.0 and named["largest_part"][2] == pytest.approx(54 / 70)
+    assert named["roundness"][1] > 0.8 > 0.5 > named["roundness"][2]
+    assert np.allclose(runs.presence_features(maps, ["peak", "log_area"]), g[:, [1, 0]])
+    with pytest.raises(ValueError, match="unknown presence feature"):
+        runs.presence_features(maps, ["size"])
+    with pytest.raises(ValueError, match="myocardium channel"):
+        runs.presence_features(maps, [runs.RING])
+    # the ring: a cavity ringed by myocardium, one bordered on one side only (the septum beside the outflow tract)
+    r = np.hypot(yy - 64, xx - 64)
+    cavity = np.stack([np.where(r < 8, 0.9, 0.0)] * 3)
+    myo = np.stack([(r >= 8) & (r < 12), (r >= 8) & (r < 12) & (xx < 64), np.zeros_like(r, dtype=bool)])
+    ring = runs.presence_features(np.stack([cavity, myo.astype(np.float32)], axis=-1), [runs.RING])[:, 0]
+    assert ring[0] == 1.0 and 0.4 <= ring[1] <= 0.6 and ring[2] == 0.0
 
 
 def test_cut_rows_and_scores_judge_both_ends() -> None:
@@ -109,7 +134,8 @@ def test_stages_train_validate_and_ship_on_phantom_data(tmp_path: Path) -> None:
     prm = yaml.safe_load((REPO / "realheart/params.yaml").read_text())
     prm["sources"] = {"acdc": str(tmp_path / "acdc"), "mnms2": str(tmp_path / "mnms2")}
     prm["contours"] = {}
-    prm["net"].update(base_filters=4, depth=2, epochs=1, batch_size=8)
+    prm["net"].update(base_filters=4, depth=2, epochs=1, batch_size=8, myocardium=True, flips=True, slice_loss=1.0)
+    prm["presence"] = {"features": [*runs.FEATURES, runs.RING]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(prm))
 
     def stage(script: str, *args: str) -> str:
@@ -120,9 +146,31 @@ def test_stages_train_validate_and_ship_on_phantom_data(tmp_path: Path) -> None:
 
     out = stage("realheart_prepare.py", "--out", "slices")
     assert "realheart prepare: 26 stacks" in out
-    stage("realheart_train.py", "--slices", "slices", "--mode", "validate", "--out", "val", "--metrics", "val.json",
-          "--scores", "scores.csv")
+    stage("realheart_train.py", "--slices", "slices", "--mode", "validate", "--out", "val", "--maps", "maps.npz")
+    stage("realheart_train.py", "--slices", "slices", "--mode", "calibrate", "--maps", "maps.npz", "--out", "val",
+          "--metrics", "val.json", "--scores", "scores.csv")
     metrics = json.loads((tmp_path / "val.json").read_text())
+    assert metrics["presence_features"] == [*runs.FEATURES, runs.RING]  # the myocardium's ring, as params.yaml asks
+    assert json.loads((tmp_path / "val/calibration.json").read_text())["features"] == metrics["presence_features"]
+    # calibrating again on the same maps with other features: no network retrained, the features as asked
+    prm["presence"]["features"] = ["log_area", "peak"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(prm))
+    stage("realheart_train.py", "--slices", "slices", "--mode", "calibrate", "--maps", "maps.npz", "--out", "val2",
+          "--metrics", "val2.json", "--scores", "scores2.csv")
+    assert json.loads((tmp_path / "val2.json").read_text())["presence_features"] == ["log_area", "peak"]
+    prm["presence"]["features"] = ["ring"]
+    prm["net"]["myocardium"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(prm))
+    r = subprocess.run([sys.executable, str(REPO / "stages/realheart_train.py"), "--params", "params.yaml", "--slices",
+                        "slices", "--mode", "calibrate", "--maps", "maps.npz", "--out", "v", "--metrics", "v.json",
+                        "--scores", "v.csv"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "'ring' needs net.myocardium: true" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, str(REPO / "stages/realheart_train.py"), "--params", "params.yaml", "--slices",
+                        "slices", "--mode", "final", "--calibration", "val/calibration.json", "--validation",
+                        "val.json", "--out", "m.keras", "--card", "C.md"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "net.myocardium" in r.stderr and not (tmp_path / "m.keras").exists()
+    prm["net"]["myocardium"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(prm))
     assert metrics["held_out"]["mnms2"] == ["mnms2/patient0001", "mnms2/patient0002", "mnms2/patient0003"]
     assert len(metrics["held_out"]["acdc"]) == 2 and set(metrics["summary"]) == {"acdc", "mnms2", "all"}
     stage("realheart_train.py", "--slices", "slices", "--mode", "final", "--calibration", "val/calibration.json",

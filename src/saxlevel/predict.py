@@ -255,7 +255,9 @@ def infer_stacks(model: LoadedModel, stacks: list[Stack], how: str) -> list[tupl
         from saxlevel.realheart import cavitynet, realdata
 
         x = np.concatenate([realdata.model_input(s.raw, float(s.rows.pixel_spacing.iloc[0])) for s in stacks])
-        all_maps = np.split(cavitynet.cavity_maps(model.head, x), np.cumsum([len(s.rows) for s in stacks])[:-1])
+        flips = bool(model.info.get("settings", {}).get("flips", False))
+        all_maps = np.split(cavitynet.cavity_maps(model.head, x, flips=flips),
+                            np.cumsum([len(s.rows) for s in stacks])[:-1])
         for s, maps in zip(stacks, all_maps):
             named, probs, _ = runs.levels_from_maps(maps, model.info["calibration"],
                                                     s.rows.position_mm.to_numpy(float))

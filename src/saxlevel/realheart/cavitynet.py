@@ -29,6 +29,9 @@ class NetSettings:
     lr: float = 1e-3
     augment: bool = True
     seed: int = 0
+    slice_loss: float = 0.0  # weight of the per-slice term (loss): does the slice hold cavity at all?
+    myocardium: bool = False  # a second output channel: the LV myocardium (runs' ring feature reads it)
+    flips: bool = False  # maps averaged over the image and its three flips (cavity_maps), in validation and predict
 
 
 def build(settings: NetSettings) -> Any:
@@ -56,20 +59,48 @@ def build(settings: NetSettings) -> Any:
         x = layers.UpSampling2D()(x)
         x = layers.Concatenate()([x, skip])
         x = block(x, f)
-    out = layers.Conv2D(1, 1, activation="sigmoid", name="cavity")(x)
+    out = layers.Conv2D(2 if settings.myocardium else 1, 1, activation="sigmoid", name="cavity")(x)
     return keras.Model(inp, out, name="cavitynet")
 
 
-def _loss(y_true: Any, y_pred: Any) -> Any:
-    """Binary cross-entropy plus soft Dice over the batch (Dice keeps small apical cavities from vanishing)."""
+TOP_PIXELS = 8  # a slice's cavity score: the mean of its 8 most confident pixels (50 mm^2, an apical cavity)
+
+
+def loss(slice_weight: float = 0.0) -> Any:
+    """Binary cross-entropy plus soft Dice over the batch (Dice keeps small apical cavities from vanishing), plus,
+    with ``slice_weight``, a per-slice cross-entropy of the slice's score (the mean of its TOP_PIXELS most
+    confident pixels) against whether the slice holds cavity. Pixel terms barely notice a blob of a few dozen
+    pixels on a slice beyond the LV (the outflow tract or the atrium above the base, which the development data
+    rarely show); the slice term weighs it as much as a whole missed slice, which is what the levels turn on.
+
+    The masks carry realdata's bits; a model with a second output channel learns the myocardium there by the same
+    pixel terms, on the slices whose source segments it."""
     import keras.ops as K
 
-    y_true = K.cast(y_true, y_pred.dtype)
     eps = 1e-6
-    bce = -K.mean(y_true * K.log(y_pred + eps) + (1 - y_true) * K.log(1 - y_pred + eps))
-    inter = K.sum(y_true * y_pred)
-    dice = 1 - (2 * inter + 1) / (K.sum(y_true) + K.sum(y_pred) + 1)
-    return bce + dice
+
+    def pixel_terms(truth: Any, pred: Any, weight: Any) -> Any:
+        bce = -K.sum(weight * (truth * K.log(pred + eps) + (1 - truth) * K.log(1 - pred + eps)))
+        bce = bce / K.maximum(K.sum(weight), 1.0)
+        inter = K.sum(weight * truth * pred)
+        return bce + 1 - (2 * inter + 1) / (K.sum(weight * truth) + K.sum(weight * pred) + 1)
+
+    def fn(y_true: Any, y_pred: Any) -> Any:
+        bits = K.cast(y_true[..., 0], "int32")
+        cavity = K.cast(bits % 2, y_pred.dtype)
+        out = pixel_terms(cavity, y_pred[..., 0], K.ones_like(cavity))
+        if slice_weight:
+            n = K.shape(y_pred)[0]
+            score = K.mean(K.top_k(K.reshape(y_pred[..., 0], (n, -1)), TOP_PIXELS)[0], axis=-1)
+            holds = K.max(K.reshape(cavity, (n, -1)), axis=-1)
+            out = out + slice_weight * -K.mean(holds * K.log(score + eps) + (1 - holds) * K.log(1 - score + eps))
+        if y_pred.shape[-1] > 1:
+            myocardium = K.cast((bits // 2) % 2, y_pred.dtype)
+            known = K.cast(bits // 4, y_pred.dtype)
+            out = out + pixel_terms(myocardium, y_pred[..., 1], known)
+        return out
+
+    return fn
 
 
 def _augment(x: Any, y: Any, seed: Any) -> tuple[Any, Any]:
@@ -124,7 +155,7 @@ def train(x: np.ndarray, y: np.ndarray, settings: NetSettings, x_val: np.ndarray
     keras.utils.set_random_seed(settings.seed)
     tf.config.experimental.enable_op_determinism()
     model = build(settings)
-    model.compile(optimizer=keras.optimizers.Adam(settings.lr), loss=_loss)
+    model.compile(optimizer=keras.optimizers.Adam(settings.lr), loss=loss(settings.slice_loss))
     val = dataset(x_val, y_val, settings, False) if x_val is not None and y_val is not None else None
     hist = model.fit(dataset(x, y, settings, True), validation_data=val, epochs=settings.epochs,
                      verbose=2 if progress else 0)
@@ -133,7 +164,21 @@ def train(x: np.ndarray, y: np.ndarray, settings: NetSettings, x_val: np.ndarray
     return model, curves
 
 
-def cavity_maps(model: Any, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """(N, S, S) LV-cavity probabilities of (N, S, S, 3) inputs."""
-    out = [np.asarray(model(x[i:i + batch_size], training=False))[..., 0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, realdata.SIZE, realdata.SIZE), np.float32)
+FLIPS = ((), (1,), (2,), (1, 2))  # the image, flipped up-down, left-right, and both (axes of (N, S, S, ...))
+
+
+def cavity_maps(model: Any, x: np.ndarray, batch_size: int = 32, flips: bool = False) -> np.ndarray:
+    """(N, S, S) LV-cavity probabilities of (N, S, S, 3) inputs; (N, S, S, 2) with the myocardium's where the
+    model has that channel (runs.presence_features takes either). With ``flips``, the mean of the maps of the
+    image and its three flips, each flipped back: orientation differs by vendor and export (training augments it),
+    and the mean steadies the maps where the network is unsure, at the ends of the LV."""
+    channels = int(model.output.shape[-1])
+    total = np.zeros((len(x), realdata.SIZE, realdata.SIZE, channels), np.float32)
+    for axes in FLIPS if flips else FLIPS[:1]:
+        xf = np.flip(x, axis=axes) if axes else x
+        out = [np.asarray(model(np.ascontiguousarray(xf[i:i + batch_size]), training=False))
+               for i in range(0, len(x), batch_size)]
+        if out:
+            total += np.flip(np.concatenate(out), axis=axes) if axes else np.concatenate(out)
+    maps = total / (len(FLIPS) if flips else 1)
+    return maps[..., 0] if channels == 1 else maps

@@ -83,7 +83,15 @@ def render(info: dict[str, Any]) -> str:
         f"Network: U-Net, {net['base_filters']} filters doubling over {net['depth']} levels, {net['epochs']} epochs, "
         f"batch {net['batch_size']}, Adam {net['lr']}, augmentation {'on' if net['augment'] else 'off'} (flips, "
         "quarter turns, zoom 0.8-1.25, shifts, gamma, contrast, noise), seed "
-        f"{net['seed']}. Loss: binary cross-entropy + soft Dice on the expert's LV-cavity pixels.",
+        f"{net['seed']}. Loss: binary cross-entropy + soft Dice on the expert's LV-cavity pixels"
+        + (f", + {net['slice_loss']} x a per-slice cross-entropy of whether the slice holds LV cavity"
+           if net.get("slice_loss") else "")
+        + ("; a second output marks the LV myocardium (same loss, where the source segments it), and the share of "
+           "the cavity it rings is a presence feature" if net.get("myocardium") else "")
+        + ("; at inference the maps are averaged over the image and its three flips" if net.get("flips") else "")
+        + ". Presence features: " + ", ".join(info["calibration"].get("features", ["log_area", "peak",
+                                                                                  "relative_area", "log_offset"]))
+        + ".",
         "",
         "## Measured accuracy (validation)",
         f"The same recipe, scored on patients it never saw (held out: {held}): they are dealt into "

@@ -43,6 +43,7 @@ class Stack:
     spacing: float  # mm per pixel
     group: str = ""  # ACDC group, for stratified folds
     meta: dict = field(default_factory=dict)
+    myocardium: list[np.ndarray] | None = None  # LV myocardium, bool, where the source segments it
 
     @property
     def has_cavity(self) -> np.ndarray:
@@ -84,6 +85,20 @@ def _fit(x: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
+# The mask arrays prepare writes (y.npy, uint8) hold three bits per pixel: the LV cavity, the LV myocardium, and
+# whether the slice's source segments the myocardium at all (the Sunnybrook contour files outline the endocardium
+# on every contoured slice but the epicardium on few, so their myocardium is unknown, not absent).
+CAVITY, MYOCARDIUM, MYOCARDIUM_KNOWN = 1, 2, 4
+
+
+def slice_labels(cavity: np.ndarray, myocardium: np.ndarray | None, spacing: float) -> np.ndarray:
+    """A slice's masks resampled like slice_input, as the bits above (uint8)."""
+    out = slice_mask(cavity, spacing).astype(np.uint8) * CAVITY
+    if myocardium is not None:
+        out |= slice_mask(myocardium, spacing).astype(np.uint8) * MYOCARDIUM | MYOCARDIUM_KNOWN
+    return out
+
+
 def with_neighbours(slices: np.ndarray) -> np.ndarray:
     """(n, S, S) slices apex -> base -> (n, S, S, 3): the apical neighbour, the slice, the basal neighbour."""
     prev = np.concatenate([slices[:1], slices[:-1]])
@@ -104,17 +119,17 @@ def nifti_stacks(root: str | Path, source: str) -> list[Stack]:
 
     index, _, _ = sources.index_root(root, progress=False)
     index = index[index["segmentation"].fillna("").astype(str) != ""]
-    label_of = {name: layout.lv_cavity for name, layout in nifti.LAYOUTS.items()}
     out = []
     for (subject, frame), g in index.groupby(["subject", "frame"], sort=True):
         g = g.sort_values("order")
         layout = nifti.subject_layout(Path(g.path.iloc[0]).parent) or "acdc"
-        label = label_of[layout]
+        label = nifti.LAYOUTS[layout].lv_cavity
         imgs = [nifti.read_image(p, k) for p, k in zip(g.path, g.file_frame)]
-        masks = [nifti.read_image(s, k) == label for s, k in zip(g.segmentation, g.file_frame)]
+        segs = [nifti.read_image(s, k) for s, k in zip(g.segmentation, g.file_frame)]
         phase = str(g.phase.iloc[0]) if str(g.phase.iloc[0]) in ("ED", "ES") else f"F{frame}"
-        out.append(Stack(source, str(subject), phase, imgs, masks, g.position_mm.to_numpy(float),
-                         float(g.pixel_spacing.iloc[0]), acdc_group(str(subject))))
+        out.append(Stack(source, str(subject), phase, imgs, [seg == label for seg in segs],
+                         g.position_mm.to_numpy(float), float(g.pixel_spacing.iloc[0]), acdc_group(str(subject)),
+                         myocardium=[seg == nifti.LAYOUTS[layout].myocardium for seg in segs]))
     return out
 
 

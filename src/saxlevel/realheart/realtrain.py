@@ -41,7 +41,8 @@ def settings(prm: dict) -> tuple[dict[str, str], dict[str, tuple[str, str]], Net
     net = NetSettings(base_filters=P.typed(prm, "net.base_filters", int), depth=P.typed(prm, "net.depth", int),
                       epochs=P.typed(prm, "net.epochs", int), batch_size=P.typed(prm, "net.batch_size", int),
                       lr=float(P.get(prm, "net.lr")), augment=bool(P.get(prm, "net.augment")),
-                      seed=P.typed(prm, "net.seed", int))
+                      seed=P.typed(prm, "net.seed", int), slice_loss=float(P.get(prm, "net.slice_loss", 0.0)),
+                      myocardium=bool(P.get(prm, "net.myocardium", False)), flips=bool(P.get(prm, "net.flips", False)))
     seen = [str(s) for s in P.get(prm, "validation.seen_sources")]
     return ({str(k): str(v) for k, v in roots.items()},
             {str(k): (str(c["dicom"]), str(c["contours"])) for k, c in contours.items()}, net, seen)
@@ -61,7 +62,7 @@ def load_slices(folder: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFram
     """prepare's arrays: (inputs as float32 0..1, masks, slice table)."""
     folder = Path(folder)
     x = np.load(folder / "x.npy").astype(np.float32) / 255.0
-    y = np.load(folder / "y.npy")
+    y = np.load(folder / "y.npy").astype(np.uint8)  # an older prepare wrote the cavity alone, as bool
     table = pd.read_csv(folder / "slices.csv", dtype={"subject": str, "group": str}, keep_default_na=False)
     return x, y, table
 
@@ -76,33 +77,75 @@ def folds(held_out: set[str], table: pd.DataFrame, n: int) -> list[set[str]]:
     return out
 
 
-def run_validation(x: np.ndarray, y: np.ndarray, table: pd.DataFrame, net: NetSettings, seen: list[str],
-                   n_folds: int = 2, keep_maps: bool = False) -> dict:
-    """Validate the recipe (the stage ``validate``): for each fold, train on every slice but the fold's subjects and
-    map the fold's slices; then score all held-out subjects (validate). Returns metrics, per-slice scores and the
-    presence calibration fitted on every held-out slice."""
+def held_out_maps(x: np.ndarray, y: np.ndarray, table: pd.DataFrame, net: NetSettings, seen: list[str],
+                  n_folds: int = 2) -> tuple[dict[tuple[int, str], np.ndarray], list[dict]]:
+    """The stage ``validate``: for each fold, train on every slice but the fold's subjects and map the fold's
+    stacks, intact and cut (variants). Returns ({(stack, cut): maps as float16}, the folds' learning curves)."""
     from saxlevel.realheart import cavitynet
 
     held_out = holdout_subjects(table, seen)
-    features: dict[tuple[int, str], np.ndarray] = {}
-    kept: dict[tuple[int, str], np.ndarray] = {}
+    maps: dict[tuple[int, str], np.ndarray] = {}
     curves = []
     for k, fold in enumerate(folds(held_out, table, n_folds)):
         test = table.subject.isin(fold).to_numpy()
         model, c = cavitynet.train(x[~test], y[~test], net)
         for sid, cut, idx in variants(table[test]):
             rows = table.index.get_indexer(idx)
-            maps = cavitynet.cavity_maps(model, variant_input(x[rows]) if cut else x[rows])
-            features[sid, cut] = runs.presence_features(maps)
-            if keep_maps:
-                kept[sid, cut] = maps.astype(np.float16)
+            m = cavitynet.cavity_maps(model, variant_input(x[rows]) if cut else x[rows], flips=net.flips)
+            maps[sid, cut] = m.astype(np.float16)
         curves.append({"fold": k, "subjects": sorted(fold), "curve": c})
-    scores, summ, calibration = validate(table, features, held_out)
+    return maps, curves
+
+
+def calibrate(table: pd.DataFrame, maps: dict[tuple[int, str], np.ndarray], seen: list[str], n_folds: int,
+              names: tuple[str, ...] | list[str]) -> dict:
+    """The stage ``calibrate``: the held-out maps' presence features (``names``), each held-out subject scored with a
+    calibration fitted on the others (validate). Returns metrics, per-slice scores and the presence calibration
+    fitted on every held-out stack."""
+    held_out = holdout_subjects(table, seen)
+    features = {key: runs.presence_features(m.astype(np.float32), names) for key, m in maps.items()}
+    scores, summ, calibration = validate(table, features, held_out, names)
     held = table[table.subject.isin(held_out)]
     metrics_ = {"held_out": {s: sorted(g.subject.unique().tolist()) for s, g in held.groupby("source")},
                 "folds": n_folds, "development_stacks": int(table[~table.subject.isin(held_out)]["stack"].nunique()),
-                "summary": summ, "curves": curves, "settings": net.__dict__}
-    return {"metrics": metrics_, "scores": scores, "calibration": calibration, "features": features, "maps": kept}
+                "summary": summ, "presence_features": list(names)}
+    return {"metrics": metrics_, "scores": scores, "calibration": calibration}
+
+
+def save_maps(path: str | Path, maps: dict[tuple[int, str], np.ndarray]) -> None:
+    """The held-out maps as one npz (atomic), a key per stack variant: '<stack>-<cut or intact>'."""
+    arrays_ = {f"{sid}-{cut or 'intact'}": m for (sid, cut), m in maps.items()}
+    io.atomic_write(path, lambda p: np.savez_compressed(open(p, "wb"), **arrays_))  # type: ignore[arg-type]
+
+
+def load_maps(path: str | Path) -> dict[tuple[int, str], np.ndarray]:
+    """save_maps' file back as {(stack, cut): maps}."""
+    with np.load(path) as z:
+        return {(int(k.split("-")[0]), "" if k.split("-")[1] == "intact" else k.split("-")[1]): z[k] for k in z.files}
+
+
+def check_calibration(calibration: dict, net: NetSettings) -> None:
+    """A ParamError where the network cannot give the features a calibration was fitted on (the ring needs the
+    myocardium channel)."""
+    from saxlevel import params as P
+
+    if runs.RING in runs.feature_names(calibration) and not net.myocardium:
+        raise P.ParamError("realheart/params.yaml: the calibration uses the myocardium's ring, so net.myocardium must "
+                           "be true (or calibrate again without 'ring' in presence.features)")
+
+
+def presence_names(prm: dict) -> list[str]:
+    """realheart/params.yaml's presence.features (default: runs.FEATURES); an unknown name is a ParamError."""
+    from saxlevel import params as P
+
+    names = [str(n) for n in P.get(prm, "presence.features", list(runs.FEATURES))]
+    unknown = [n for n in names if n not in (*runs.FEATURES, runs.RING)]
+    if unknown or not names:
+        raise P.ParamError(f"realheart/params.yaml: presence.features {unknown or names} unknown or empty; known: "
+                           f"{[*runs.FEATURES, runs.RING]}")
+    if runs.RING in names and not bool(P.get(prm, "net.myocardium", False)):
+        raise P.ParamError("realheart/params.yaml: presence.features 'ring' needs net.myocardium: true")
+    return names
 
 
 def train_final(x: np.ndarray, y: np.ndarray, net: NetSettings) -> tuple[Any, list[dict]]:
@@ -113,12 +156,13 @@ def train_final(x: np.ndarray, y: np.ndarray, net: NetSettings) -> tuple[Any, li
 
 
 def arrays(stacks: list[realdata.Stack]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """(inputs (N, S, S, 3) float32, masks (N, S, S) bool, one row per slice: stack, source, subject, phase, order,
+    """(inputs (N, S, S, 3) float32, masks (N, S, S) uint8 (realdata's bits), one row per slice: stack, source, subject, phase, order,
     position_mm, has_cavity, level, group) of all stacks' slices."""
     xs, ys, rows = [], [], []
     for i, s in enumerate(stacks):
         xs.append(realdata.model_input(s.images, s.spacing))
-        ys.append(np.stack([realdata.slice_mask(m, s.spacing) for m in s.masks]))
+        myo: list[np.ndarray | None] = list(s.myocardium) if s.myocardium else [None] * len(s.masks)
+        ys.append(np.stack([realdata.slice_labels(m, w, s.spacing) for m, w in zip(s.masks, myo)]))
         # subject ids are qualified by their source (two datasets may both have a patient0001)
         rows += [{"stack": i, "source": s.source, "subject": f"{s.source}/{s.subject}", "phase": s.phase, "order": k,
                   "position_mm": float(p), "has_cavity": bool(c), "level": lv, "group": s.group}
@@ -256,11 +300,11 @@ def summary(scored: pd.DataFrame, baseline: pd.Series | None = None) -> dict:
     return out
 
 
-def validate(table: pd.DataFrame, features: dict[tuple[int, str], np.ndarray],
-             held_out: set[str]) -> tuple[pd.DataFrame, dict, dict]:
+def validate(table: pd.DataFrame, features: dict[tuple[int, str], np.ndarray], held_out: set[str],
+             names: tuple[str, ...] | list[str] = runs.FEATURES) -> tuple[pd.DataFrame, dict, dict]:
     """(scored slices, summary, the calibration fitted on every held-out stack) of the held-out subjects
-    (``features``: per stack variant, see variants): each subject's presence calibration fitted on the other
-    held-out subjects' stacks, intact and cut; position-only fitted on the development slices."""
+    (``features``: per stack variant, see variants, columns ``names``): each subject's presence calibration fitted
+    on the other held-out subjects' stacks, intact and cut; position-only fitted on the development slices."""
     held = table[table.subject.isin(held_out)]
 
     parts = variants(held)
@@ -272,7 +316,7 @@ def validate(table: pd.DataFrame, features: dict[tuple[int, str], np.ndarray],
         near = [boundary_rows(held.loc[idx, "has_cavity"].to_numpy()) for _, _, idx in chosen]
         f = np.concatenate([features[sid, cut][b] for (sid, cut, _), b in zip(chosen, near)])
         truth = np.concatenate([held.loc[idx, "has_cavity"].to_numpy()[b] for (_, _, idx), b in zip(chosen, near)])
-        return runs.fit_presence(f, truth)
+        return runs.fit_presence(f, truth, names)
 
     subjects = pd.Series(sorted(held.subject.unique()))
     calibration_of = {str(s): fit(subjects[subjects != s]) for s in subjects}

@@ -19,8 +19,6 @@ No TensorFlow at import.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from saxlevel import CLASS_INDEX, CLASSES
@@ -32,15 +30,35 @@ PAPER_DEFINITION = "papillary-muscle"  # the paper's section 2.2 rule; every mod
 DECODING = "anatomical"  # the most likely single run of LV slices; levels never go backwards
 
 
-def presence_features(maps: np.ndarray) -> np.ndarray:
-    """(n, 4) per slice of one stack (apex -> base) from its cavity maps: log(1 + cavity area in mm^2), the pixels
-    over 0.5 (a sum of all the probabilities would add up the faint haze of a whole field of view); the peak
-    probability; the area over the stack's largest; and log(1 + the distance in mm of the slice's cavity centroid
-    from the stack's LV axis, the area-weighted median centroid). Above the base the network can take the outflow
-    tract or the left atrium for LV cavity: they lie off the axis along which the LV's slices line up."""
+# The presence features of a slice's cavity map, by name; a calibration records the names it was fitted on (one
+# without them predates the last three and used the first four).
+FEATURES = ("log_area", "peak", "relative_area", "log_offset", "mean_probability", "largest_part", "roundness")
+LEGACY_FEATURES = FEATURES[:4]
+RING = "ring"  # with a myocardium channel: the share of the cavity's surroundings that the myocardium covers
+RING_SECTORS = 16
+
+
+def presence_features(maps: np.ndarray, names: tuple[str, ...] | list[str] = FEATURES) -> np.ndarray:
+    """(n, len(names)) per slice of one stack (apex -> base) from its cavity maps:
+    - log_area: log(1 + cavity area in mm^2), the pixels over 0.5 (a sum of all the probabilities would add up the
+      faint haze of a whole field of view);
+    - peak: the peak probability; relative_area: the area over the stack's largest;
+    - log_offset: log(1 + the distance in mm of the slice's cavity centroid from the stack's LV axis, the
+      area-weighted median centroid);
+    - mean_probability: the mean probability over the cavity's pixels; largest_part: the share of the cavity in its
+      largest connected part; roundness: that part's area over the disc its farthest pixel spans.
+    Above the base the network can take the outflow tract or the left atrium for LV cavity: they lie off the axis
+    along which the LV's slices line up, come in several parts (the outflow tract beside the atrium), are less
+    round and less sure than a cavity ringed by myocardium.
+    - ring (maps (n, S, S, 2) with the myocardium as the second channel): the share of RING_SECTORS sectors around
+      the cavity's largest part in which the myocardium borders it. The segmentations end the LV at the base where
+      the myocardium no longer rings the cavity, so this is the datasets' own criterion."""
     n = len(maps)
     if n == 0:
-        return np.zeros((0, 4))
+        return np.zeros((0, len(names)))
+    myocardium = None
+    if maps.ndim == 4:
+        maps, myocardium = maps[..., 0], maps[..., 1]
     flat = maps.reshape(n, -1)
     on = flat > 0.5
     count = on.sum(axis=1)
@@ -52,7 +70,56 @@ def presence_features(maps: np.ndarray) -> np.ndarray:
     if count.any():
         ref_y, ref_x = _weighted_median(cy, count), _weighted_median(cx, count)
         offset = np.where(count > 0, np.hypot(cy - ref_y, cx - ref_x) * realdata.PIXEL_MM, 0.0)
-    return np.c_[np.log1p(area), flat.max(axis=1), area / max(float(area.max()), 1.0), np.log1p(offset)]
+    columns = {"log_area": np.log1p(area), "peak": flat.max(axis=1),
+               "relative_area": area / max(float(area.max()), 1.0), "log_offset": np.log1p(offset)}
+    if set(names) & set(FEATURES[4:]):
+        columns |= dict(zip(FEATURES[4:], _shape_features(maps, on.reshape(maps.shape)).T))
+    if RING in names:
+        if myocardium is None:
+            raise ValueError("presence feature 'ring' needs the myocardium channel (a model trained with "
+                             "net.myocardium: true)")
+        columns[RING] = _ring(on.reshape(maps.shape), myocardium > 0.5)
+    unknown = [name for name in names if name not in columns]
+    if unknown:
+        raise ValueError(f"unknown presence feature(s) {unknown}: known are {[*FEATURES, RING]}")
+    return np.stack([columns[name] for name in names], axis=1)
+
+
+def _shape_features(maps: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """(n, 3): mean_probability, largest_part, roundness of each slice's cavity (zeros where there is none)."""
+    from scipy import ndimage
+
+    out = np.zeros((len(maps), 3))
+    for i, (m, mask) in enumerate(zip(maps, on)):
+        if not mask.any():
+            continue
+        parts, k = ndimage.label(mask)
+        sizes = np.bincount(parts.ravel())[1:]
+        yy, xx = np.nonzero(parts == int(np.argmax(sizes)) + 1)
+        radius = float(np.hypot(yy - yy.mean(), xx - xx.mean()).max()) + 0.5
+        out[i] = float(m[mask].mean()), sizes.max() / sizes.sum(), sizes.max() / (np.pi * radius ** 2)
+    return out
+
+
+def _ring(cavity: np.ndarray, myocardium: np.ndarray) -> np.ndarray:
+    """(n,) per slice: the share of sectors around the cavity's largest part whose 2-pixel (5 mm) border holds
+    myocardium (0 where there is no cavity)."""
+    from scipy import ndimage
+
+    out = np.zeros(len(cavity))
+    for i, (mask, myo) in enumerate(zip(cavity, myocardium)):
+        if not mask.any():
+            continue
+        parts, _ = ndimage.label(mask)
+        part = parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+        border = ndimage.binary_dilation(part, iterations=2) & ~part
+        yy, xx = np.nonzero(border)
+        cy, cx = np.argwhere(part).mean(axis=0)
+        sector = ((np.arctan2(yy - cy, xx - cx) + np.pi) / (2 * np.pi) * RING_SECTORS).astype(int) % RING_SECTORS
+        covered = np.zeros(RING_SECTORS, dtype=bool)
+        covered[sector[myo[yy, xx]]] = True
+        out[i] = covered.mean()
+    return out
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -61,12 +128,18 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
 
 
-def fit_presence(features: np.ndarray, truth: np.ndarray) -> dict:
-    """Logistic calibration of presence_features against the truth (slice holds LV cavity): {coef, intercept}."""
+def fit_presence(features: np.ndarray, truth: np.ndarray, names: tuple[str, ...] | list[str] = FEATURES) -> dict:
+    """Logistic calibration of presence_features (columns ``names``) against the truth (slice holds LV cavity):
+    {features, coef, intercept}."""
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=10.0).fit(features, truth.astype(int))
-    return {"coef": [float(c) for c in lr.coef_[0]], "intercept": float(lr.intercept_[0])}
+    lr = LogisticRegression(C=10.0, max_iter=1000).fit(features, truth.astype(int))
+    return {"features": list(names), "coef": [float(c) for c in lr.coef_[0]], "intercept": float(lr.intercept_[0])}
+
+
+def feature_names(calibration: dict) -> list[str]:
+    """The presence features a calibration was fitted on."""
+    return list(calibration.get("features", LEGACY_FEATURES))
 
 
 def presence(features: np.ndarray, calibration: dict) -> np.ndarray:
@@ -111,19 +184,10 @@ def stack_levels(q: np.ndarray, positions: np.ndarray) -> tuple[list[str], np.nd
     return out, probs
 
 
-def predict_stack(model: Any, calibration: dict, images: list[np.ndarray], spacing: float,
-                  positions: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(levels, level probabilities, presence probabilities) of one stack's raw images (apex -> base)."""
-    from saxlevel.realheart import cavitynet
-
-    return levels_from_maps(cavitynet.cavity_maps(model, realdata.model_input(images, spacing)), calibration,
-                            positions)
-
-
 def levels_from_maps(maps: np.ndarray, calibration: dict,
                      positions: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(levels, level probabilities, presence probabilities) of one stack from its cavity maps (apex -> base)."""
-    q = presence(presence_features(maps), calibration)
+    q = presence(presence_features(maps, feature_names(calibration)), calibration)
     levels, probs = stack_levels(q, np.asarray(positions, dtype=float))
     return levels, probs, q
 
