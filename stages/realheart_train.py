@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from saxlevel import io
 from saxlevel import params as P
-from saxlevel.realheart import modelcard, realtrain
+from saxlevel.realheart import modelcard, realtrain, runs
 from saxlevel.stageutil import parser, run_stage, seed_everything
 
 
@@ -30,14 +30,8 @@ def main() -> int:
     prm = P.load(args.params)
     roots, contours, net, seen = realtrain.settings(prm)
     seed_everything(net.seed)
-    x, y, table = realtrain.load_slices(args.slices)
-    if args.mode == "validate":
-        maps, curves = realtrain.held_out_maps(x, y, table, net, seen, realtrain.fold_count(prm))
-        realtrain.save_maps(args.maps, maps)
-        io.write_json(io.check_output_dir(args.out) / "curves.json", curves)
-        print(f"realheart validate: {len(maps)} held-out stack variants mapped -> {args.maps}")
-        return 0
     if args.mode == "calibrate":
+        table = realtrain.load_table(args.slices)
         result = realtrain.calibrate(table, realtrain.load_maps(args.maps), seen, realtrain.fold_count(prm),
                                      realtrain.presence_names(prm))
         io.write_json(io.check_output_dir(args.out) / "calibration.json", result["calibration"])
@@ -45,8 +39,15 @@ def main() -> int:
         io.write_json(args.metrics, result["metrics"] | {"settings": net.__dict__})
         print(modelcard.summary_lines(result["metrics"]))
         return 0
+    x, y, table = realtrain.load_slices(args.slices)
+    if args.mode == "validate":
+        maps, curves = realtrain.held_out_maps(x, y, table, net, seen, realtrain.fold_count(prm))
+        realtrain.save_maps(args.maps, maps)
+        io.write_json(io.check_output_dir(args.out) / "curves.json", curves)
+        print(f"realheart validate: {len(maps)} held-out stack variants mapped -> {args.maps}")
+        return 0
     calibration = json.loads(Path(args.calibration).read_text())
-    realtrain.check_calibration(calibration, net)
+    realtrain.check_ring(runs.feature_names(calibration), net.myocardium)
     validation = json.loads(Path(args.validation).read_text())
     model, curves = realtrain.train_final(x, y, net)
     info = realtrain.model_info(net.__dict__, calibration, validation,

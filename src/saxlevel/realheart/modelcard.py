@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from saxlevel.realheart import runs
+
 # Published anchors for LV coverage detection (the issue's): dedicated 3-D CNNs on UK Biobank.
 ANCHORS = [
     ("Zhang et al. 2018 (UK Biobank, 3-D CNN)", "4.6 % apex / 4.9 % base errors"),
@@ -89,9 +91,7 @@ def render(info: dict[str, Any]) -> str:
         + ("; a second output marks the LV myocardium (same loss, where the source segments it), and the share of "
            "the cavity it rings is a presence feature" if net.get("myocardium") else "")
         + ("; at inference the maps are averaged over the image and its three flips" if net.get("flips") else "")
-        + ". Presence features: " + ", ".join(info["calibration"].get("features", ["log_area", "peak",
-                                                                                  "relative_area", "log_offset"]))
-        + ".",
+        + ". Presence features: " + ", ".join(runs.feature_names(info["calibration"])) + ".",
         "",
         "## Measured accuracy (validation)",
         f"The same recipe, scored on patients it never saw (held out: {held}): they are dealt into "

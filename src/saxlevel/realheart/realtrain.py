@@ -63,8 +63,12 @@ def load_slices(folder: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFram
     folder = Path(folder)
     x = np.load(folder / "x.npy").astype(np.float32) / 255.0
     y = np.load(folder / "y.npy").astype(np.uint8)  # an older prepare wrote the cavity alone, as bool
-    table = pd.read_csv(folder / "slices.csv", dtype={"subject": str, "group": str}, keep_default_na=False)
-    return x, y, table
+    return x, y, load_table(folder)
+
+
+def load_table(folder: str | Path) -> pd.DataFrame:
+    """prepare's slice table alone (calibrate needs no images)."""
+    return pd.read_csv(Path(folder) / "slices.csv", dtype={"subject": str, "group": str}, keep_default_na=False)
 
 
 def folds(held_out: set[str], table: pd.DataFrame, n: int) -> list[set[str]]:
@@ -120,18 +124,22 @@ def save_maps(path: str | Path, maps: dict[tuple[int, str], np.ndarray]) -> None
 
 def load_maps(path: str | Path) -> dict[tuple[int, str], np.ndarray]:
     """save_maps' file back as {(stack, cut): maps}."""
+    out = {}
     with np.load(path) as z:
-        return {(int(k.split("-")[0]), "" if k.split("-")[1] == "intact" else k.split("-")[1]): z[k] for k in z.files}
+        for key in z.files:
+            sid, _, cut = key.partition("-")
+            out[int(sid), "" if cut == "intact" else cut] = z[key]
+    return out
 
 
-def check_calibration(calibration: dict, net: NetSettings) -> None:
-    """A ParamError where the network cannot give the features a calibration was fitted on (the ring needs the
-    myocardium channel)."""
+def check_ring(names: list[str], myocardium: bool) -> None:
+    """A ParamError where presence features ``names`` (params.yaml's, or those a calibration was fitted on) ask for
+    the ring and the network has no myocardium channel."""
     from saxlevel import params as P
 
-    if runs.RING in runs.feature_names(calibration) and not net.myocardium:
-        raise P.ParamError("realheart/params.yaml: the calibration uses the myocardium's ring, so net.myocardium must "
-                           "be true (or calibrate again without 'ring' in presence.features)")
+    if runs.RING in names and not myocardium:
+        raise P.ParamError("realheart/params.yaml: presence feature 'ring' needs net.myocardium: true (the "
+                           "myocardium channel); or calibrate again without 'ring' in presence.features")
 
 
 def presence_names(prm: dict) -> list[str]:
@@ -139,12 +147,11 @@ def presence_names(prm: dict) -> list[str]:
     from saxlevel import params as P
 
     names = [str(n) for n in P.get(prm, "presence.features", list(runs.FEATURES))]
-    unknown = [n for n in names if n not in (*runs.FEATURES, runs.RING)]
+    unknown = [n for n in names if n not in runs.KNOWN_FEATURES]
     if unknown or not names:
         raise P.ParamError(f"realheart/params.yaml: presence.features {unknown or names} unknown or empty; known: "
-                           f"{[*runs.FEATURES, runs.RING]}")
-    if runs.RING in names and not bool(P.get(prm, "net.myocardium", False)):
-        raise P.ParamError("realheart/params.yaml: presence.features 'ring' needs net.myocardium: true")
+                           f"{list(runs.KNOWN_FEATURES)}")
+    check_ring(names, bool(P.get(prm, "net.myocardium", False)))
     return names
 
 

@@ -35,6 +35,7 @@ DECODING = "anatomical"  # the most likely single run of LV slices; levels never
 FEATURES = ("log_area", "peak", "relative_area", "log_offset", "mean_probability", "largest_part", "roundness")
 LEGACY_FEATURES = FEATURES[:4]
 RING = "ring"  # with a myocardium channel: the share of the cavity's surroundings that the myocardium covers
+KNOWN_FEATURES = (*FEATURES, RING)
 RING_SECTORS = 16
 
 
@@ -81,21 +82,27 @@ def presence_features(maps: np.ndarray, names: tuple[str, ...] | list[str] = FEA
         columns[RING] = _ring(on.reshape(maps.shape), myocardium > 0.5)
     unknown = [name for name in names if name not in columns]
     if unknown:
-        raise ValueError(f"unknown presence feature(s) {unknown}: known are {[*FEATURES, RING]}")
+        raise ValueError(f"unknown presence feature(s) {unknown}: known are {list(KNOWN_FEATURES)}")
     return np.stack([columns[name] for name in names], axis=1)
+
+
+def _largest_part(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the largest connected part of a non-empty mask, the pixel count of every part)."""
+    from scipy import ndimage
+
+    parts, _ = ndimage.label(mask)
+    sizes = np.bincount(parts.ravel())[1:]
+    return parts == int(np.argmax(sizes)) + 1, sizes
 
 
 def _shape_features(maps: np.ndarray, on: np.ndarray) -> np.ndarray:
     """(n, 3): mean_probability, largest_part, roundness of each slice's cavity (zeros where there is none)."""
-    from scipy import ndimage
-
     out = np.zeros((len(maps), 3))
     for i, (m, mask) in enumerate(zip(maps, on)):
         if not mask.any():
             continue
-        parts, k = ndimage.label(mask)
-        sizes = np.bincount(parts.ravel())[1:]
-        yy, xx = np.nonzero(parts == int(np.argmax(sizes)) + 1)
+        part, sizes = _largest_part(mask)
+        yy, xx = np.nonzero(part)
         radius = float(np.hypot(yy - yy.mean(), xx - xx.mean()).max()) + 0.5
         out[i] = float(m[mask].mean()), sizes.max() / sizes.sum(), sizes.max() / (np.pi * radius ** 2)
     return out
@@ -110,8 +117,7 @@ def _ring(cavity: np.ndarray, myocardium: np.ndarray) -> np.ndarray:
     for i, (mask, myo) in enumerate(zip(cavity, myocardium)):
         if not mask.any():
             continue
-        parts, _ = ndimage.label(mask)
-        part = parts == int(np.argmax(np.bincount(parts.ravel())[1:])) + 1
+        part, _ = _largest_part(mask)
         border = ndimage.binary_dilation(part, iterations=2) & ~part
         yy, xx = np.nonzero(border)
         cy, cx = np.argwhere(part).mean(axis=0)
