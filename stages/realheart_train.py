@@ -49,7 +49,7 @@ def main() -> int:
     calibration = json.loads(Path(args.calibration).read_text())
     realtrain.check_ring(runs.feature_names(calibration), net.myocardium)
     validation = json.loads(Path(args.validation).read_text())
-    model, curves = realtrain.train_final(x, y, net)
+    model, curves = realtrain.train_rows(x, y, table, net)
     info = realtrain.model_info(net.__dict__, calibration, validation,
                                 {"nifti": roots, "contours": {k: list(v) for k, v in contours.items()},
                                  "stacks": int(table["stack"].nunique()), "slices": len(table),

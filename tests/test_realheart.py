@@ -124,6 +124,30 @@ def _nifti_phantom(root: Path, fmt: str, subjects: int) -> dict:
     return generate.make_phantom(root, prm, progress=False)
 
 
+def test_training_shows_stack_ends_and_repeats_slices_beyond_the_lv() -> None:
+    """as_stack_end repeats the slice in the neighbour channel asked for (how realdata.with_neighbours shows a
+    stack's end); training_rows repeats the slices without LV cavity (cavity bit 1 nowhere) and a source's slices
+    as asked; a bad option is a ParamError naming it."""
+    from saxlevel.realheart import cavitynet
+
+    x = np.stack([np.full((4, 4), v, np.float32) for v in (1.0, 2.0, 3.0)], axis=-1)
+    assert np.asarray(cavitynet.as_stack_end(x, True, False))[0, 0].tolist() == [2.0, 2.0, 3.0]
+    assert np.asarray(cavitynet.as_stack_end(x, False, True))[0, 0].tolist() == [1.0, 2.0, 2.0]
+    assert np.asarray(cavitynet.as_stack_end(x, False, False))[0, 0].tolist() == [1.0, 2.0, 3.0]
+    y = np.zeros((4, 4, 4), np.uint8)
+    y[[0, 3], 1, 1] = 1  # cavity
+    y[1, 1, 1] = 6  # myocardium known and present, no cavity: beyond the LV's cavity
+    table = pd.DataFrame({"source": ["acdc", "acdc", "acdc", "mnms"]})
+    net = cavitynet.NetSettings(beyond_repeat=3, repeat_sources={"mnms": 2, "acdc": 1})
+    assert realtrain.training_rows(table, y, net).tolist() == [0, 1, 1, 1, 2, 2, 2, 3, 3]
+    assert realtrain.training_rows(table, y, cavitynet.NetSettings()).tolist() == [0, 1, 2, 3]
+    prm = yaml.safe_load((REPO / "realheart/params.yaml").read_text())
+    for key, bad in (("end_dropout", 1.5), ("beyond_repeat", 0), ("repeat_sources", {"mnms": "x"}),
+                     ("repeat_sources", {"mmns": 3})):
+        with pytest.raises(P.ParamError, match=f"net.{key}"):
+            realtrain.settings({**prm, "net": {**prm["net"], key: bad}})
+
+
 @pytest.mark.e2e
 def test_stages_train_validate_and_ship_on_phantom_data(tmp_path: Path) -> None:
     """prepare -> validate -> final on two phantom sources (ACDC's layout as the 'seen' source, M&Ms-2's as the
@@ -134,7 +158,8 @@ def test_stages_train_validate_and_ship_on_phantom_data(tmp_path: Path) -> None:
     prm = yaml.safe_load((REPO / "realheart/params.yaml").read_text())
     prm["sources"] = {"acdc": str(tmp_path / "acdc"), "mnms2": str(tmp_path / "mnms2")}
     prm["contours"] = {}
-    prm["net"].update(base_filters=4, depth=2, epochs=1, batch_size=8, myocardium=True, flips=True, slice_loss=1.0)
+    prm["net"].update(base_filters=4, depth=2, epochs=1, batch_size=8, myocardium=True, flips=True, slice_loss=1.0,
+                      end_dropout=0.3, beyond_repeat=2, repeat_sources={"mnms2": 2})
     prm["presence"] = {"features": [*runs.FEATURES, runs.RING]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(prm))
 

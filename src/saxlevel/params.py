@@ -271,6 +271,12 @@ def typed(params: dict[str, Any], key: str, kind: type) -> Any:
     return _typed(get(params, key), kind, key)
 
 
+def typed_or(params: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """The value at dotted ``key`` as ``kind``, ``default`` where the key is absent (an option added later)."""
+    value = get(params, key, None)
+    return default if value is None else _typed(value, kind, key)
+
+
 @dataclass(frozen=True)
 class SplitSettings:
     """split's parameters (``split`` and ``data.labels``)."""

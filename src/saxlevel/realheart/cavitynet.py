@@ -12,7 +12,7 @@ scanners it has not seen: flips and quarter turns (image orientation differs by 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,9 @@ class NetSettings:
     slice_loss: float = 0.0  # weight of the per-slice term (loss): does the slice hold cavity at all?
     myocardium: bool = False  # a second output channel: the LV myocardium (runs' ring feature reads it)
     flips: bool = False  # maps averaged over the image and its three flips (cavity_maps), in validation and predict
+    end_dropout: float = 0.0  # chance, per neighbour channel, that training shows it as a stack end (_augment)
+    beyond_repeat: int = 1  # slices without LV cavity shown this many times an epoch (realtrain.training_rows)
+    repeat_sources: dict[str, int] = field(default_factory=dict)  # a source's slices shown this many times an epoch
 
 
 def build(settings: NetSettings) -> Any:
@@ -103,11 +106,28 @@ def loss(slice_weight: float = 0.0) -> Any:
     return fn
 
 
-def _augment(x: Any, y: Any, seed: Any) -> tuple[Any, Any]:
-    """One random draw for an image (x: (S, S, 3)) and its mask (y: (S, S, 1)); stateless, so seeded."""
+def as_stack_end(x: Any, apical: Any, basal: Any) -> Any:
+    """An input (S, S, 3) as it looks at the apical and/or basal end of a stack: that neighbour channel repeats the
+    slice (realdata.with_neighbours). ``apical``, ``basal``: booleans (tensors or Python)."""
+    import tensorflow as tf
+
+    return tf.stack([tf.where(apical, x[..., 1], x[..., 0]), x[..., 1], tf.where(basal, x[..., 1], x[..., 2])],
+                    axis=-1)
+
+
+def _augment(x: Any, y: Any, seed: Any, end_dropout: float = 0.0) -> tuple[Any, Any]:
+    """One random draw for an image (x: (S, S, 3)) and its mask (y: (S, S, 1)); stateless, so seeded.
+
+    With ``end_dropout``, each neighbour channel is, with that chance, replaced by the slice itself, which is how
+    the input shows a stack's end slice (realdata.with_neighbours). The development stacks (ACDC) nearly always
+    start at the base with an LV slice at ED, so without this an end slice's look would itself say "LV cavity";
+    other scanners' stacks often end above the base, in the outflow tract or the atria."""
     import tensorflow as tf
 
     s = realdata.SIZE
+    if end_dropout:
+        drop = tf.random.stateless_uniform([2], tf.random.experimental.stateless_fold_in(seed, 9)) < end_dropout
+        x = as_stack_end(x, drop[0], drop[1])
     seeds = tf.random.experimental.stateless_split(seed, 9)
     both = tf.concat([x, tf.cast(y, tf.float32)], axis=-1)
     both = tf.image.stateless_random_flip_left_right(both, seeds[0])
@@ -140,7 +160,7 @@ def dataset(x: np.ndarray, y: np.ndarray, settings: NetSettings, shuffle: bool) 
         if settings.augment:
             counter = tf.data.Dataset.random(seed=settings.seed).batch(2)
             ds = tf.data.Dataset.zip((ds, counter)).map(
-                lambda xy, sd: _augment(xy[0], xy[1], tf.cast(sd, tf.int64)),
+                lambda xy, sd: _augment(xy[0], xy[1], tf.cast(sd, tf.int64), settings.end_dropout),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -90,6 +90,12 @@ def render(info: dict[str, Any]) -> str:
            if net.get("slice_loss") else "")
         + ("; a second output marks the LV myocardium (same loss, where the source segments it), and the share of "
            "the cavity it rings is a presence feature" if net.get("myocardium") else "")
+        + (f"; each neighbour channel shown as a stack's end with chance {net['end_dropout']} in training"
+           if net.get("end_dropout") else "")
+        + (f"; slices without LV cavity shown {net['beyond_repeat']} times an epoch"
+           if net.get("beyond_repeat", 1) > 1 else "")
+        + ("; " + ", ".join(f"{k}'s slices {v} times" for k, v in net["repeat_sources"].items()) + " an epoch"
+           if net.get("repeat_sources") else "")
         + ("; at inference the maps are averaged over the image and its three flips" if net.get("flips") else "")
         + ". Presence features: " + ", ".join(runs.feature_names(info["calibration"])) + ".",
         "",

@@ -42,10 +42,33 @@ def settings(prm: dict) -> tuple[dict[str, str], dict[str, tuple[str, str]], Net
                       epochs=P.typed(prm, "net.epochs", int), batch_size=P.typed(prm, "net.batch_size", int),
                       lr=float(P.get(prm, "net.lr")), augment=bool(P.get(prm, "net.augment")),
                       seed=P.typed(prm, "net.seed", int), slice_loss=float(P.get(prm, "net.slice_loss", 0.0)),
-                      myocardium=bool(P.get(prm, "net.myocardium", False)), flips=bool(P.get(prm, "net.flips", False)))
+                      myocardium=bool(P.get(prm, "net.myocardium", False)), flips=bool(P.get(prm, "net.flips", False)),
+                      end_dropout=P.typed_or(prm, "net.end_dropout", float, 0.0),
+                      beyond_repeat=P.typed_or(prm, "net.beyond_repeat", int, 1),
+                      repeat_sources=_repeat_sources(P.get(prm, "net.repeat_sources", None)))
+    if not 0.0 <= net.end_dropout <= 1.0 or net.beyond_repeat < 1:
+        raise P.ParamError(f"realheart/params.yaml: 'net.end_dropout' must be a chance in [0, 1] and "
+                           f"'net.beyond_repeat' a whole number >= 1; got {net.end_dropout}, {net.beyond_repeat}")
+    unknown = sorted(set(net.repeat_sources) - set(roots) - set(contours))
+    if unknown:
+        raise P.ParamError(f"realheart/params.yaml: 'net.repeat_sources' names {unknown}, which are not in 'sources' "
+                           f"or 'contours' ({sorted([*roots, *contours])})")
     seen = [str(s) for s in P.get(prm, "validation.seen_sources")]
     return ({str(k): str(v) for k, v in roots.items()},
             {str(k): (str(c["dicom"]), str(c["contours"])) for k, c in contours.items()}, net, seen)
+
+
+def _repeat_sources(value: Any) -> dict[str, int]:
+    """net.repeat_sources: a mapping of source name -> whole number >= 1 (absent or empty: none)."""
+    from saxlevel import params as P
+
+    if not value:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                              for k in value.values()):
+        raise P.ParamError(f"realheart/params.yaml: 'net.repeat_sources' must map source names to whole numbers "
+                           f">= 1, e.g. {{mnms: 3}}; got {value!r}")
+    return {str(k): int(v) for k, v in value.items()}
 
 
 def fold_count(prm: dict) -> int:
@@ -92,7 +115,7 @@ def held_out_maps(x: np.ndarray, y: np.ndarray, table: pd.DataFrame, net: NetSet
     curves = []
     for k, fold in enumerate(folds(held_out, table, n_folds)):
         test = table.subject.isin(fold).to_numpy()
-        model, c = cavitynet.train(x[~test], y[~test], net)
+        model, c = train_rows(x[~test], y[~test], table[~test], net)
         for sid, cut, idx in variants(table[test]):
             rows = table.index.get_indexer(idx)
             m = cavitynet.cavity_maps(model, variant_input(x[rows]) if cut else x[rows], flips=net.flips)
@@ -155,11 +178,28 @@ def presence_names(prm: dict) -> list[str]:
     return names
 
 
-def train_final(x: np.ndarray, y: np.ndarray, net: NetSettings) -> tuple[Any, list[dict]]:
-    """The shipped model: the same recipe on every labelled slice."""
+def training_rows(table: pd.DataFrame, y: np.ndarray, net: NetSettings) -> np.ndarray:
+    """Row positions of one training epoch: every slice once; a slice without LV cavity (beyond the apex or the
+    base) net.beyond_repeat times, and a slice of a source in net.repeat_sources that many times (the larger of
+    the two). The development data (ACDC) rarely reach above the base, and the other scanners are few."""
+    times = np.ones(len(table), dtype=int)
+    beyond = ~((y % 2) == 1).any(axis=(1, 2))
+    times[beyond] = net.beyond_repeat
+    for source, k in net.repeat_sources.items():
+        times = np.where(table.source.to_numpy() == source, np.maximum(times, k), times)
+    return np.repeat(np.arange(len(table)), times)
+
+
+def train_rows(x: np.ndarray, y: np.ndarray, table: pd.DataFrame, net: NetSettings) -> tuple[Any, list[dict]]:
+    """cavitynet.train on the slices of ``table`` (rows of x and y), repeated as training_rows says: a fold's
+    model (held_out_maps), and on every labelled slice the shipped one."""
     from saxlevel.realheart import cavitynet
 
-    return cavitynet.train(x, y, net)
+    rows = training_rows(table, y, net)
+    if len(rows) == len(table):
+        return cavitynet.train(x, y, net)
+    return cavitynet.train(x[rows], y[rows], net)
+
 
 
 def arrays(stacks: list[realdata.Stack]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
