@@ -64,8 +64,8 @@ def _repeat_sources(value: Any) -> dict[str, int]:
 
     if not value:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
-                                              for k in value.values()):
+    if not isinstance(value, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                              for n in value.values()):
         raise P.ParamError(f"realheart/params.yaml: 'net.repeat_sources' must map source names to whole numbers "
                            f">= 1, e.g. {{mnms: 3}}; got {value!r}")
     return {str(k): int(v) for k, v in value.items()}
